@@ -1,0 +1,48 @@
+# The two commands: `make run` and `make test`. Both set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TRIPS := $(BIN)/trips
+ROWS ?= 1000000
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format benchmark benchmark-scale stop db-up clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml db/install-postgis.sh
+	@if [ -z "$$DATABASE_URL" ]; then bash db/install-postgis.sh; fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+db-up: install
+	@if [ -z "$$DATABASE_URL" ]; then $(TRIPS) db up >/dev/null; fi
+	$(TRIPS) db migrate
+
+run: db-up
+	$(TRIPS) serve
+
+test: db-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/mypy service
+
+format: install
+	$(BIN)/ruff format service tests benchmarks
+	$(BIN)/ruff check --fix service tests benchmarks
+
+benchmark: db-up
+	$(BIN)/python -m benchmarks.run --rows $(ROWS)
+
+stop:
+	-@pkill -f "$(CURDIR)/$(BIN)/trips serve" 2>/dev/null || true
+	-@test -x $(TRIPS) && $(TRIPS) db down || true
+
+clean: stop
+	rm -rf $(VENV) .local

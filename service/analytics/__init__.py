@@ -1,0 +1,1 @@
+"""Reads: weekly averages, clusters, trips, and the original /vehicles queries."""

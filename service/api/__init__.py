@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, one routes module per resource."""

@@ -1,0 +1,32 @@
+"""Request dependencies: settings, the pool, the write-access check."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+
+from service.api.errors import Forbidden, Unauthorized
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pool
+
+
+def require_writer(request: Request) -> None:
+    """With TRIPS_API_TOKEN set, writes need `Authorization: Bearer <token>` (constant-time)."""
+    token = request.app.state.settings.api_token
+    if not token:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Forbidden("invalid token")

@@ -1,0 +1,251 @@
+"""The embedded local PostGIS cluster, used when DATABASE_URL is unset.
+
+PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` OS user and
+its data lives where that user can reach it (a clone under a private home is not such a place):
+``/var/tmp/trips-pg-<hash of the project path>``. Otherwise it lives in ``.local/pg`` of the
+project. Either way ``.local/cluster.json`` records where it is and on which port.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DB_NAME = "trips"
+DB_USER = "postgres"
+
+# Settings for a single-node analytics store on a small machine. wal_level=minimal lets a COPY
+# into a table created in the same transaction skip WAL (the bulk-load path depends on it); a
+# production server with replicas keeps wal_level=replica (see docs/scaling.md).
+SERVER_CONF = {
+    "listen_addresses": "'127.0.0.1'",
+    "max_connections": "200",
+    "shared_buffers": "'2GB'",
+    "work_mem": "'64MB'",
+    "maintenance_work_mem": "'1GB'",
+    "effective_cache_size": "'12GB'",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "'8GB'",
+    "checkpoint_timeout": "'15min'",
+    "synchronous_commit": "off",
+    "max_locks_per_transaction": "512",
+    "max_parallel_workers_per_gather": "2",
+    "max_parallel_maintenance_workers": "2",
+    "random_page_cost": "1.1",
+    "jit": "off",
+    "logging_collector": "off",
+    "unix_socket_directories": "''",
+    "timezone": "'UTC'",
+}
+
+
+class ClusterError(RuntimeError):
+    """The local cluster cannot be set up or started."""
+
+
+@dataclass
+class ClusterInfo:
+    datadir: str
+    port: int
+    logfile: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+
+
+def project_root() -> Path:
+    env = os.environ.get("TRIPS_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in [here, *here.parents]:
+        if (p / "pyproject.toml").exists() and (p / "service").is_dir():
+            return p
+    return here
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _state_file() -> Path:
+    return project_root() / ".local" / "cluster.json"
+
+
+def _default_datadir() -> Path:
+    root = project_root()
+    if _is_root():
+        digest = hashlib.sha256(str(root).encode()).hexdigest()[:10]
+        return Path(f"/var/tmp/trips-pg-{digest}")
+    return root / ".local" / "pg"
+
+
+def pg_bindir() -> Path:
+    """The newest PostgreSQL server install that has PostGIS available."""
+    candidates = []
+    for ctl in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+        version = ctl.split("/")[4]
+        if glob.glob(f"/usr/share/postgresql/{version}/extension/postgis.control"):
+            candidates.append((int(re.sub(r"\D", "", version) or 0), Path(ctl).parent))
+    if candidates:
+        return max(candidates)[1]
+    which = shutil.which("pg_ctl")
+    if which:
+        return Path(which).resolve().parent
+    raise ClusterError(
+        "PostgreSQL server with PostGIS not found. Install it with:\n"
+        "  sudo apt-get update && sudo apt-get install -y postgresql postgresql-postgis\n"
+        "(or run `make install` as root), or set DATABASE_URL to an existing PostGIS."
+    )
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    if _is_root():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def _free_port(preferred: int = 55432) -> int:
+    for port in [preferred, 0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise ClusterError("no free TCP port")
+
+
+def load_info() -> ClusterInfo | None:
+    f = _state_file()
+    if not f.exists():
+        return None
+    return ClusterInfo(**json.loads(f.read_text()))
+
+
+def _save_info(info: ClusterInfo) -> None:
+    f = _state_file()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(asdict(info), indent=2))
+
+
+def _init(datadir: Path) -> None:
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    if _is_root():
+        pw = pwd.getpwnam("postgres")
+        datadir.mkdir(parents=True, exist_ok=True)
+        os.chown(datadir, pw.pw_uid, pw.pw_gid)
+    datadir.mkdir(parents=True, exist_ok=True)
+    os.chmod(datadir, 0o700)
+    pgdata = datadir / "data"
+    bindir = pg_bindir()
+    res = _run(
+        [str(bindir / "initdb"), "-D", str(pgdata), "-U", DB_USER, "--auth=trust",
+         "-E", "UTF8", "--locale=C.UTF-8"],
+        check=False,
+    )
+    if res.returncode != 0:
+        raise ClusterError(f"initdb failed: {res.stderr.strip()}")
+    conf = "\n".join(f"{k} = {v}" for k, v in SERVER_CONF.items())
+    auto = pgdata / "postgresql.auto.conf"
+    content = auto.read_text() if auto.exists() else ""
+    auto_tmp = datadir / "auto.conf.tmp"
+    auto_tmp.write_text(content + "\n# trips service\n" + conf + "\n")
+    _run(["cp", str(auto_tmp), str(auto)])
+    auto_tmp.unlink()
+
+
+def is_running(info: ClusterInfo) -> bool:
+    res = _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "status"],
+               check=False)
+    return res.returncode == 0
+
+
+def _wait_ready(info: ClusterInfo, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", info.port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise ClusterError(f"local cluster did not accept connections; see {info.logfile}")
+
+
+def up() -> ClusterInfo:
+    """Initialise (once) and start the local cluster; create the database. Idempotent."""
+    info = load_info()
+    if info is None or not (Path(info.datadir) / "data" / "PG_VERSION").exists():
+        datadir = _default_datadir()
+        if not (datadir / "data" / "PG_VERSION").exists():
+            if datadir.exists():
+                shutil.rmtree(datadir)
+            _init(datadir)
+        info = ClusterInfo(str(datadir), _free_port(), str(datadir / "server.log"))
+        _save_info(info)
+    if not is_running(info):
+        port_in_use = False
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", info.port))
+            except OSError:
+                port_in_use = True
+        if port_in_use:
+            info.port = _free_port(0)
+            _save_info(info)
+        res = _run(
+            [str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "-l",
+             info.logfile, "-o", f"-p {info.port}", "-w", "-t", "60", "start"],
+            check=False,
+        )
+        if res.returncode != 0:
+            log = Path(info.logfile).read_text()[-2000:] if Path(info.logfile).exists() else ""
+            raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}\n{log}")
+    _wait_ready(info)
+    _ensure_database(info)
+    return info
+
+
+def _ensure_database(info: ClusterInfo) -> None:
+    import psycopg
+
+    admin = f"postgresql://{DB_USER}@127.0.0.1:{info.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def down() -> bool:
+    info = load_info()
+    if info is None or not is_running(info):
+        return False
+    _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "-m", "fast",
+          "-w", "stop"], check=False)
+    return True
+
+
+def restart() -> ClusterInfo:
+    """Stop (fast) and start again: used by fault tests."""
+    down()
+    return up()
+
+
+def status() -> str:
+    info = load_info()
+    if info is None:
+        return "not initialised"
+    state = "running" if is_running(info) else "stopped"
+    return f"{state}: {info.url} (data {info.datadir})"

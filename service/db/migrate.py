@@ -1,0 +1,63 @@
+"""Plain numbered SQL migrations from db/migrations, applied in order and recorded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db" / "migrations"
+_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
+# One constant advisory lock so that concurrent starters (API, workers) migrate one at a time.
+_LOCK_KEY = 7_301_842_001
+
+
+def available(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if m:
+            found.append((int(m.group(1)), path.name, path.read_text()))
+    versions = [v for v, _, _ in found]
+    if len(versions) != len(set(versions)):
+        raise RuntimeError(f"duplicate migration numbers in {directory}")
+    return sorted(found)
+
+
+def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply what is not yet applied; each file in its own transaction. Returns the names."""
+    applied_now: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+        try:
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in available(directory):
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        [version, name],
+                    )
+                applied_now.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    return applied_now
+
+
+def pending(conn: psycopg.Connection) -> list[str]:
+    """Names of migrations not applied on this connection's database."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    done: set[int] = set()
+    if exists and exists[0]:
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return [name for v, name, _ in available() if v not in done]

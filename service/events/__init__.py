@@ -1,0 +1,1 @@
+"""Ingestion events: rows first (the truth), NOTIFY second (a wake-up carrying only the id)."""

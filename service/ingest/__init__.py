@@ -1,0 +1,1 @@
+"""Ingestion: reading and validating trip files, loading them, jobs, workers, the inbox."""

@@ -1,0 +1,448 @@
+"""Streaming CSV reader: blocks of a file (plain or gzip) → validated, vectorised batches.
+
+Memory stays flat: a file is read in blocks of a few MiB, each parsed with pyarrow's
+multi-threaded CSV reader when the block is plain (no quotes, every line a record), and record by
+record with the csv module otherwise (quotes, blank lines, invalid UTF-8, ragged rows), so every
+record keeps its 1-based physical line number. Validation (SPEC section 1) is vectorised.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+REQUIRED = ("region", "origin_coord", "destination_coord", "datetime", "datasource")
+BLOCK_BYTES = 4 << 20
+MAX_RECORD_BYTES = 8 << 20
+MAX_NAME_CHARS = 200
+RAW_KEEP_CHARS = 10_000
+BOM = b"\xef\xbb\xbf"
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:[-+]?nan|[-+]?inf(?:inity)?)"
+_POINT = rf"^\s*(?i:point)\s*\(\s*(?P<x>{_NUM})\s+(?P<y>{_NUM})\s*\)\s*$"
+_DATETIME = (
+    r"^\s*(?P<Y>\d{4})-(?P<M>\d{2})-(?P<D>\d{2})[Tt ](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})"
+    r"(?P<f>\.\d+)?\s*$"
+)
+# Microseconds from 1970-01-01 to PostgreSQL's epoch 2000-01-01.
+PG_EPOCH_US = 10_957 * 86_400 * 1_000_000
+
+
+class FileFormatError(ValueError):
+    """The file as a whole is not an acceptable trip CSV (bad header, not text)."""
+
+
+@dataclass
+class Batch:
+    """The valid rows of one block, as arrays, and the block's rejections."""
+
+    rows_read: int
+    region: pa.Array
+    datasource: pa.Array
+    ox: np.ndarray
+    oy: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+    ts_us: np.ndarray  # microseconds since 2000-01-01, naive
+    rejections: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def rows_valid(self) -> int:
+        return len(self.ox)
+
+
+@dataclass
+class Header:
+    columns: list[str]
+    ignored: list[str]
+
+    def index(self, name: str) -> int:
+        return self.columns.index(name)
+
+
+class _Counter:
+    """Wraps a binary stream and counts the bytes read from the underlying file."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.raw.read(n)
+        self.count += len(b)
+        return b
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def clean_text(raw: bytes | str) -> str:
+    """Raw text fit for a PostgreSQL text column: decoded leniently, no NUL, bounded."""
+    s = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    s = s.replace("\x00", "\ufffd")
+    if len(s) > RAW_KEEP_CHARS:
+        s = s[:RAW_KEEP_CHARS] + f"… [{len(s) - RAW_KEEP_CHARS} more characters]"
+    return s
+
+
+def parse_header(line: bytes) -> Header:
+    if line.startswith(BOM):
+        line = line[len(BOM):]
+    if b"\x00" in line:
+        raise FileFormatError("not CSV text: the first line holds binary data")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileFormatError("not CSV text: the header is not valid UTF-8") from e
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise FileFormatError("empty file: no header row")
+    columns = [c.strip() for c in next(csv.reader([text]))]
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise FileFormatError(
+            f"header lacks column(s) {', '.join(missing)}; "
+            f"expected {', '.join(REQUIRED)}, found {', '.join(columns) or 'nothing'}"
+        )
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise FileFormatError(f"header repeats column(s) {', '.join(dupes)}")
+    return Header(columns, [c for c in columns if c not in REQUIRED])
+
+
+def open_binary(path: Path) -> tuple[BinaryIO, _Counter]:
+    """The file's decompressed byte stream and a counter of the file bytes consumed."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the returned stream
+    counter = _Counter(raw)
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=counter, mode="rb"), counter  # type: ignore[arg-type]
+    return counter, counter  # type: ignore[return-value]
+
+
+class TripReader:
+    """Iterates a trip file as validated batches; `bytes_read` tracks progress in file bytes."""
+
+    def __init__(self, path: Path, block_bytes: int = BLOCK_BYTES):
+        self.path = Path(path)
+        self.bytes_total = self.path.stat().st_size
+        self.block_bytes = block_bytes
+        self._stream, self._counter = open_binary(self.path)
+        self.header = self._read_header()
+
+    @property
+    def bytes_read(self) -> int:
+        return self._counter.count
+
+    def close(self) -> None:
+        self._stream.close()
+        self._counter.close()
+
+    def __enter__(self) -> TripReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._stream.read(n)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise FileFormatError(f"cannot decompress: {e}") from e
+
+    def _read_header(self) -> Header:
+        buf = b""
+        while b"\n" not in buf:
+            chunk = self._read(64 << 10)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > 1 << 20:
+                raise FileFormatError("not CSV text: no line break in the first MiB")
+        line, sep, rest = buf.partition(b"\n")
+        header = parse_header(line)
+        self._carry = rest
+        self._eof = not sep
+        return header
+
+    def __iter__(self) -> Iterator[Batch]:
+        line = 2  # physical line number of the first byte of the carry
+        carry = self._carry
+        eof = self._eof
+        skipping_from: int | None = None  # a record too long to keep, being skipped
+        while not (eof and not carry):
+            if not eof:
+                chunk = self._read(self.block_bytes)
+                if not chunk:
+                    eof = True
+                carry += chunk
+            if skipping_from is not None:
+                cut = carry.find(b"\n")
+                if cut < 0 and not eof:
+                    carry = b""
+                    continue
+                carry = carry[cut + 1:] if cut >= 0 else b""
+                yield _empty_batch(1, [(skipping_from, "line longer than 8 MiB", "")])
+                line = skipping_from + 1
+                skipping_from = None
+                continue
+            if eof:
+                data, carry = carry, b""
+            else:
+                cut = carry.rfind(b"\n")
+                if cut < 0:
+                    if len(carry) > MAX_RECORD_BYTES:
+                        skipping_from = line
+                    continue
+                data, carry = carry[: cut + 1], carry[cut + 1:]
+            if not data:
+                continue
+            batch, consumed_lines, leftover = self._parse_block(data, line, eof)
+            if leftover:
+                if len(leftover) > MAX_RECORD_BYTES and not eof:
+                    # An unterminated quoted field: give up on that record at its first line.
+                    end = leftover.find(b"\n")
+                    batch.rejections.append((line + consumed_lines,
+                                             "unterminated quoted field longer than 8 MiB",
+                                             clean_text(leftover[: max(end, 0)])))
+                    batch.rows_read += 1
+                    leftover = leftover[end + 1:]
+                    consumed_lines += 1
+                carry = leftover + carry
+            line += consumed_lines
+            if batch.rows_read:
+                yield batch
+
+    def _parse_block(self, data: bytes, line: int, eof: bool) -> tuple[Batch, int, bytes]:
+        """Parse whole lines; returns the batch, lines consumed and bytes carried over."""
+        n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if b'"' not in data and b"\x00" not in data:
+            fast = self._fast(data, line, n_lines)
+            if fast is not None:
+                return fast, n_lines, b""
+        return self._slow(data, line, eof)
+
+    def _fast(self, data: bytes, line: int, n_lines: int) -> Batch | None:
+        cols = self.header.columns
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(data),
+                read_options=pacsv.ReadOptions(column_names=cols, use_threads=True,
+                                               block_size=1 << 20),
+                parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in cols},
+                    include_columns=list(REQUIRED), strings_can_be_null=False,
+                    quoted_strings_can_be_null=False, null_values=[],
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        if table.num_rows != n_lines:
+            return None
+        arrays = {c: table.column(c).combine_chunks() for c in REQUIRED}
+        lines = np.arange(line, line + n_lines, dtype=np.int64)
+
+        def raw_of(idx: np.ndarray) -> list[str]:
+            starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1))
+            out = []
+            for i in idx:
+                s = starts[i]
+                e = starts[i + 1] - 1 if i + 1 < len(starts) else len(data)
+                out.append(clean_text(data[s:e].rstrip(b"\r")))
+            return out
+
+        return validate(arrays, lines, raw_of)
+
+    def _slow(self, data: bytes, line: int, eof: bool) -> tuple[Batch, int, bytes]:
+        ncols = len(self.header.columns)
+        idx = [self.header.index(c) for c in REQUIRED]
+        values: list[list[str]] = [[] for _ in REQUIRED]
+        lines: list[int] = []
+        raws: list[bytes] = []
+        rejections: list[tuple[int, str, str]] = []
+        physical = data.split(b"\n")
+        if data.endswith(b"\n"):
+            physical.pop()
+        i = 0
+        rows_read = 0
+        while i < len(physical):
+            start = i
+            rec = physical[i].rstrip(b"\r")
+            quotes = rec.count(b'"')
+            i += 1
+            while quotes % 2 and i < len(physical):
+                nxt = physical[i].rstrip(b"\r")
+                rec += b"\n" + nxt
+                quotes += nxt.count(b'"')
+                i += 1
+            if quotes % 2 and not eof:
+                leftover = b"\n".join(physical[start:]) + (b"\n" if data.endswith(b"\n") else b"")
+                batch = _finish(values, lines, raws, rejections, rows_read)
+                return batch, start, leftover
+            lineno = line + start
+            if not rec.strip():
+                continue  # blank line: not a record
+            rows_read += 1
+            try:
+                text = rec.decode("utf-8")
+            except UnicodeDecodeError as e:
+                rejections.append((lineno, f"not valid UTF-8 (byte {e.start + 1})", clean_text(rec)))
+                continue
+            if "\x00" in text:
+                rejections.append((lineno, "contains a NUL byte", clean_text(rec)))
+                continue
+            try:
+                fields = next(csv.reader([text], strict=True))
+            except csv.Error as e:
+                rejections.append((lineno, f"malformed CSV: {e}", clean_text(rec)))
+                continue
+            if len(fields) != ncols:
+                rejections.append(
+                    (lineno, f"expected {ncols} fields, found {len(fields)}", clean_text(rec))
+                )
+                continue
+            for v, j in zip(values, idx, strict=True):
+                v.append(fields[j])
+            lines.append(lineno)
+            raws.append(rec)
+        return _finish(values, lines, raws, rejections, rows_read), len(physical), b""
+
+
+def _finish(values: list[list[str]], lines: list[int], raws: list[bytes],
+            rejections: list[tuple[int, str, str]], rows_read: int) -> Batch:
+    arrays = {c: pa.array(v, pa.string()) for c, v in zip(REQUIRED, values, strict=True)}
+    batch = validate(arrays, np.array(lines, dtype=np.int64),
+                     lambda idx: [clean_text(raws[i]) for i in idx])
+    batch.rejections = sorted(rejections + batch.rejections)
+    batch.rows_read = rows_read
+    return batch
+
+
+def _empty_batch(rows_read: int, rejections: list[tuple[int, str, str]]) -> Batch:
+    empty = np.empty(0)
+    return Batch(rows_read, pa.array([], pa.string()), pa.array([], pa.string()), empty, empty,
+                 empty, empty, np.empty(0, np.int64), rejections)
+
+
+def _np(a: pa.Array, dtype: str) -> np.ndarray:
+    return np.asarray(a.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes of WKT points; writes the reason of each bad value."""
+    m = pc.extract_regex(col, _POINT)
+    ok = _np(pc.is_valid(m), "bool")
+    xs = pc.if_else(ok, pc.struct_field(m, "x"), "0")
+    ys = pc.if_else(ok, pc.struct_field(m, "y"), "0")
+    x = _np(pc.cast(xs, pa.float64()), "float64")
+    y = _np(pc.cast(ys, pa.float64()), "float64")
+    free = reasons == None  # noqa: E711 - elementwise on an object array
+    bad = free & ~ok
+    reasons[bad] = f"{name}: not a WKT point 'POINT (lon lat)'"
+    finite = np.isfinite(x) & np.isfinite(y)
+    bad = (reasons == None) & ~finite  # noqa: E711
+    reasons[bad] = f"{name}: coordinates must be finite numbers"
+    with np.errstate(invalid="ignore"):
+        bad = (reasons == None) & ((x < -180) | (x > 180))  # noqa: E711
+    for i in np.flatnonzero(bad):
+        reasons[i] = f"{name}: longitude {float(x[i])!r} outside [-180, 180]"
+    with np.errstate(invalid="ignore"):
+        bad = (reasons == None) & ((y < -90) | (y > 90))  # noqa: E711
+    for i in np.flatnonzero(bad):
+        reasons[i] = f"{name}: latitude {float(y[i])!r} outside [-90, 90]"
+    return x, y
+
+
+def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
+    """Naive timestamps as microseconds since 2000-01-01 (PostgreSQL's rounding of fractions)."""
+    m = pc.extract_regex(col, _DATETIME)
+    ok = _np(pc.is_valid(m), "bool")
+
+    def part(name: str) -> np.ndarray:
+        return _np(pc.cast(pc.if_else(ok, pc.struct_field(m, name), "1"), pa.int64()), "int64")
+
+    y, mo, d, h, mi, s = (part(k) for k in "YMDhms")
+    frac_s = pc.if_else(pc.and_(ok, pc.not_equal(pc.utf8_length(pc.struct_field(m, "f")), 0)),
+                        pc.binary_join_element_wise("0", pc.struct_field(m, "f"), ""), "0")
+    frac = np.nan_to_num(_np(pc.cast(frac_s, pa.float64()), "float64"))
+    frac_us = np.rint(frac * 1e6).astype(np.int64)
+    reasons[(reasons == None) & ~ok] = (  # noqa: E711
+        "datetime: not 'YYYY-MM-DD HH:MM:SS[.fraction]'"
+    )
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    dim = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(mo, 0, 12)]
+    dim = dim + ((mo == 2) & leap)
+    bad_date = (y < 1) | (mo < 1) | (mo > 12) | (d < 1) | (d > dim)
+    for i in np.flatnonzero((reasons == None) & bad_date):  # noqa: E711
+        reasons[i] = f"datetime: no such date {y[i]:04d}-{mo[i]:02d}-{d[i]:02d}"
+    bad_time = (h > 23) | (mi > 59) | (s > 59)
+    for i in np.flatnonzero((reasons == None) & bad_time):  # noqa: E711
+        reasons[i] = f"datetime: no such time {h[i]:02d}:{mi[i]:02d}:{s[i]:02d}"
+    # days from civil (proleptic Gregorian), vectorised
+    yy = y - (mo <= 2)
+    era = np.floor_divide(yy, 400)
+    yoe = yy - era * 400
+    doy = (153 * (mo + np.where(mo > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146_097 + doe - 719_468
+    us = days * 86_400_000_000 + ((h * 60 + mi) * 60 + s) * 1_000_000 + frac_us
+    return us - PG_EPOCH_US
+
+
+def _names(col: pa.Array, name: str, reasons: np.ndarray) -> None:
+    trimmed_len = _np(pc.utf8_length(pc.utf8_trim_whitespace(col)), "int64")
+    reasons[(reasons == None) & (trimmed_len == 0)] = f"{name} is empty"  # noqa: E711
+    too_long = _np(pc.utf8_length(col), "int64") > MAX_NAME_CHARS
+    reasons[(reasons == None) & too_long] = (  # noqa: E711
+        f"{name} longer than {MAX_NAME_CHARS} characters"
+    )
+
+
+def validate(arrays: dict[str, pa.Array], lines: np.ndarray, raw_of) -> Batch:  # type: ignore[no-untyped-def]
+    """Apply SPEC section 1 to a block's columns; the first broken rule names the rejection."""
+    n = len(lines)
+    reasons = np.full(n, None, dtype=object)
+    if n:
+        _names(arrays["region"], "region", reasons)
+        ox, oy = _points(arrays["origin_coord"], "origin_coord", reasons)
+        dx, dy = _points(arrays["destination_coord"], "destination_coord", reasons)
+        ts = _timestamps(arrays["datetime"], reasons)
+        _names(arrays["datasource"], "datasource", reasons)
+    else:
+        ox = oy = dx = dy = np.empty(0)
+        ts = np.empty(0, np.int64)
+    good = reasons == None  # noqa: E711
+    bad_idx = np.flatnonzero(~good)
+    rejections = []
+    if len(bad_idx):
+        raws = raw_of(bad_idx)
+        rejections = [(int(lines[i]), str(reasons[i]), raw) for i, raw in zip(bad_idx, raws,
+                                                                              strict=True)]
+    mask = pa.array(good)
+    return Batch(
+        rows_read=n,
+        region=pc.filter(arrays["region"], mask) if n else arrays["region"],
+        datasource=pc.filter(arrays["datasource"], mask) if n else arrays["datasource"],
+        ox=ox[good], oy=oy[good], dx=dx[good], dy=dy[good], ts_us=ts[good],
+        rejections=rejections,
+    )

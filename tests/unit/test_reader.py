@@ -1,0 +1,143 @@
+"""Parsing and validation of trip files, without a database."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.ingest.reader import PG_EPOCH_US, FileFormatError, TripReader
+
+HEADER = "region,origin_coord,destination_coord,datetime,datasource\n"
+GOOD = "Prague,POINT (14.4 50.0),POINT (14.5 50.1),2018-05-28 09:03:41,funny_car\n"
+
+
+def read_all(path: Path, block: int = 1 << 20):
+    rows, rejections, ts, xs = 0, [], [], []
+    with TripReader(path, block_bytes=block) as r:
+        for b in r:
+            rows += b.rows_valid
+            rejections += b.rejections
+            ts += list(b.ts_us)
+            xs += list(b.ox)
+    return rows, sorted(rejections), ts, xs
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "t.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return p
+
+
+def us(s: str) -> int:
+    return int(np.datetime64(s, "us").astype(np.int64)) - PG_EPOCH_US
+
+
+def test_good_rows_and_line_numbers(tmp_path: Path) -> None:
+    bad = "Prague,POINT (200 50),POINT (14.5 50.1),2018-05-28 09:03:41,funny_car\n"
+    p = write(tmp_path, HEADER + GOOD + bad + GOOD + "Turin,POINT (1 2),POINT (1 2),2018-02-30 00:00:00,x\n")
+    rows, rej, _, _ = read_all(p)
+    assert rows == 2
+    assert [(line, reason.split(":")[0]) for line, reason, _ in rej] == [
+        (3, "origin_coord"), (5, "datetime")]
+    assert "longitude 200.0" in rej[0][1]
+    assert rej[0][2] == bad.rstrip("\n")
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("2018-05-28 09:03:41", "2018-05-28T09:03:41"),
+    ("2018-05-28T09:03:41.5", "2018-05-28T09:03:41.500000"),
+    ("2016-02-29 23:59:59.999", "2016-02-29T23:59:59.999"),
+    ("2018-05-28 00:00:00.0000004", "2018-05-28T00:00:00"),
+    ("2018-05-28 00:00:00.9999996", "2018-05-28T00:00:01"),
+])
+def test_timestamps(tmp_path: Path, value: str, expected: str) -> None:
+    p = write(tmp_path, HEADER + f"A,POINT(1 2),point (3 4),{value},d\n")
+    rows, rej, ts, _ = read_all(p)
+    assert rows == 1 and not rej
+    assert ts == [us(expected)]
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("2018-02-30 10:00:00", "no such date"),
+    ("2019-02-29 10:00:00", "no such date"),
+    ("2018-01-01 25:00:00", "no such time"),
+    ("2018-01-01 10:60:00", "no such time"),
+    ("yesterday", "not 'YYYY"),
+    ("", "not 'YYYY"),
+])
+def test_bad_datetimes(tmp_path: Path, value: str, reason: str) -> None:
+    p = write(tmp_path, HEADER + f"A,POINT(1 2),POINT(3 4),{value},d\n")
+    rows, rej, _, _ = read_all(p)
+    assert rows == 0 and len(rej) == 1 and reason in rej[0][1]
+
+
+@pytest.mark.parametrize("wkt,reason", [
+    ("POINT EMPTY", "not a WKT point"),
+    ("POINT (1)", "not a WKT point"),
+    ("\"LINESTRING (1 2, 3 4)\"", "not a WKT point"),
+    ("POINT (NaN 2)", "finite"),
+    ("POINT (1e400 2)", "finite"),
+    ("POINT (-180.0001 2)", "longitude"),
+    ("POINT (1 95)", "latitude"),
+])
+def test_bad_points(tmp_path: Path, wkt: str, reason: str) -> None:
+    p = write(tmp_path, HEADER + f"A,{wkt},POINT(3 4),2018-01-01 00:00:00,d\n")
+    rows, rej, _, _ = read_all(p)
+    assert rows == 0 and reason in rej[0][1]
+
+
+def test_edges_of_the_world_are_valid(tmp_path: Path) -> None:
+    p = write(tmp_path, HEADER + "A,POINT(-180 -90),POINT(180 90),2018-01-01 00:00:00,d\n")
+    assert read_all(p)[0] == 1
+
+
+def test_header_problems(tmp_path: Path) -> None:
+    with pytest.raises(FileFormatError, match="lacks column"):
+        TripReader(write(tmp_path, "region,origin_coord,datetime,datasource\nA,B,C,D\n"))
+    with pytest.raises(FileFormatError, match="empty"):
+        TripReader(write(tmp_path, ""))
+    with pytest.raises(FileFormatError, match="not CSV text"):
+        TripReader(write(tmp_path, b"\x00\x01\x02\xff\xfe binary"))
+
+
+def test_reordered_extra_columns_bom_crlf_quotes(tmp_path: Path) -> None:
+    text = ("\ufeffdatasource,datetime,extra,destination_coord,origin_coord,region\r\n"
+            'd,2018-01-01 00:00:00,x,POINT(3 4),"POINT (1 2)",Turin\r\n'
+            'd,2018-01-01 00:00:00,"multi\nline",POINT(3 4),POINT (1 2),"Tu""rin"\r\n'
+            "\r\n"
+            "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)\r\n")
+    p = write(tmp_path, text)
+    with TripReader(p) as r:
+        assert r.header.ignored == ["extra"]
+    rows, rej, _, xs = read_all(p)
+    assert rows == 2 and xs == [1.0, 1.0]
+    assert rej == [(6, "expected 6 fields, found 5",
+                    "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)")]
+
+
+def test_invalid_utf8_rejected_alone(tmp_path: Path) -> None:
+    p = write(tmp_path, HEADER.encode() + b"Pr\xffague,POINT(1 2),POINT(3 4),2018-01-01 00:00:00,d\n"
+              + GOOD.encode())
+    rows, rej, _, _ = read_all(p)
+    assert rows == 1 and rej[0][0] == 2 and "UTF-8" in rej[0][1]
+
+
+def test_gzip_and_small_blocks_give_same_result(tmp_path: Path) -> None:
+    lines = [GOOD] * 500 + ["B,POINT(1 2),POINT(3 4),bad,d\n"] + [GOOD] * 499
+    plain = write(tmp_path, HEADER + "".join(lines))
+    gz = tmp_path / "t.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    a = read_all(plain, block=1000)
+    b = read_all(gz)
+    assert a[0] == b[0] == 999
+    assert a[1] == b[1] and a[1][0][0] == 502
+
+
+def test_long_line_is_rejected_and_rest_loads(tmp_path: Path) -> None:
+    huge = "A," + "x" * (9 << 20) + "\n"
+    p = write(tmp_path, HEADER + GOOD + huge + GOOD)
+    rows, rej, _, _ = read_all(p, block=1 << 20)
+    assert rows == 2 and rej[0][0] == 3 and "longer than" in rej[0][1]
