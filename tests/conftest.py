@@ -98,3 +98,27 @@ def settings(db_url: str, inbox: Path, tmp_path: Path) -> Settings:
 @pytest.fixture
 def sample_csv() -> Path:
     return SAMPLE
+
+
+@pytest.fixture
+def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A PostGIS server of this test's own, migrated, that the test may stop and restart.
+
+    Needs the local PostgreSQL binaries (it is skipped with an external DATABASE_URL only when
+    they are absent). Its data lives under /var/tmp so the postgres OS user can reach it.
+    """
+    import tempfile
+
+    from service.db import cluster
+
+    try:
+        cluster.pg_bindir()
+    except cluster.ClusterError:
+        pytest.skip("no local PostgreSQL server binaries for a private cluster")
+    base = Path(tempfile.mkdtemp(prefix="trips-private-pg-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    pg = cluster.PrivateCluster(base / "pg").start()
+    migrate(pg.url)
+    yield pg
+    pg.destroy()
+    shutil.rmtree(base, ignore_errors=True)

@@ -237,10 +237,43 @@ def down() -> bool:
     return True
 
 
-def restart() -> ClusterInfo:
-    """Stop (fast) and start again: used by fault tests."""
-    down()
-    return up()
+class PrivateCluster:
+    """A throwaway cluster of its own (for fault tests that stop or restart the server).
+
+    `datadir` must be reachable by the postgres OS user when running as root: pass a folder
+    under /var/tmp or /tmp, not under a private home directory.
+    """
+
+    def __init__(self, datadir: Path, port: int | None = None):
+        self.info = ClusterInfo(str(datadir), port or _free_port(0), str(datadir / "server.log"))
+
+    @property
+    def url(self) -> str:
+        return self.info.url
+
+    def start(self) -> PrivateCluster:
+        if not (Path(self.info.datadir) / "data" / "PG_VERSION").exists():
+            _init(Path(self.info.datadir))
+        res = _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(self.info.datadir) / "data"),
+                    "-l", self.info.logfile, "-o", f"-p {self.info.port}", "-w", "-t", "60",
+                    "start"], check=False)
+        if res.returncode != 0:
+            raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}")
+        _wait_ready(self.info)
+        _ensure_database(self.info)
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(self.info.datadir) / "data"), "-m",
+              mode, "-w", "stop"], check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.info.datadir, ignore_errors=True)
 
 
 def status() -> str:
