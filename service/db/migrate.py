@@ -7,14 +7,25 @@ from pathlib import Path
 
 import psycopg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db" / "migrations"
+
+
+def migrations_dir() -> Path:
+    """db/migrations of the source tree (editable install), else of the project root (cwd)."""
+    here = Path(__file__).resolve().parents[2] / "db" / "migrations"
+    if here.is_dir():
+        return here
+    from service.db.cluster import project_root
+
+    return project_root() / "db" / "migrations"
+
 _NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 # One constant advisory lock so that concurrent starters (API, workers) migrate one at a time.
 _LOCK_KEY = 7_301_842_001
 
 
-def available(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+def available(directory: Path | None = None) -> list[tuple[int, str, str]]:
     """(version, name, sql) for every migration file, in order."""
+    directory = directory or migrations_dir()
     found = []
     for path in sorted(directory.glob("*.sql")):
         m = _NAME.match(path.name)
@@ -26,7 +37,7 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(url: str, directory: Path | None = None) -> list[str]:
     """Apply what is not yet applied; each file in its own transaction. Returns the names."""
     applied_now: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
