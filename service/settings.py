@@ -1,4 +1,4 @@
-"""Typed settings: environment variables (and an optional .env), prefix TRIPS_, plus DATABASE_URL."""
+"""Typed settings: environment (and an optional .env), prefix TRIPS_, plus DATABASE_URL."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     api_log: Path | None = Path("api.log")
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("api_log", "upload_dir", "api_token", "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("cluster_bucket_minutes")
     @classmethod
