@@ -41,7 +41,8 @@ benchmark: db-up
 	$(BIN)/python -m benchmarks.run --rows $(ROWS)
 
 stop:
-	-@pkill -f "$(CURDIR)/$(BIN)/trips serve" 2>/dev/null || true
+	@# the [s] keeps pkill from matching this recipe's own shell
+	-@pkill -f "$(CURDIR)/$(BIN)/trip[s] serve" 2>/dev/null || true
 	-@test -x $(TRIPS) && $(TRIPS) db down || true
 
 clean: stop
