@@ -23,7 +23,7 @@ db-up: install
 	$(TRIPS) db migrate
 
 run: db-up
-	$(TRIPS) serve
+	@mkdir -p .local && echo $$$$ > .local/serve.pid && exec $(TRIPS) serve
 
 test: db-up
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -41,8 +41,7 @@ benchmark: db-up
 	$(BIN)/python -m benchmarks.run --rows $(ROWS)
 
 stop:
-	@# the [s] keeps pkill from matching this recipe's own shell
-	-@pkill -f "$(CURDIR)/$(BIN)/trip[s] serve" 2>/dev/null || true
+	-@if [ -f .local/serve.pid ]; then kill $$(cat .local/serve.pid) 2>/dev/null; rm -f .local/serve.pid; fi; true
 	-@test -x $(TRIPS) && $(TRIPS) db down || true
 
 clean: stop
