@@ -27,6 +27,9 @@ MAX_RECORD_BYTES = 8 << 20
 MAX_NAME_CHARS = 200
 RAW_KEEP_CHARS = 10_000
 BOM = b"\xef\xbb\xbf"
+# Fields as long as a record may be (the csv module stops at 128 KiB by default, which would
+# reject on the quote-aware path what the fast path accepts).
+csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_RECORD_BYTES))
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:[-+]?nan|[-+]?inf(?:inity)?)"
 _POINT = rf"^\s*(?i:point)\s*\(\s*(?P<x>{_NUM})\s+(?P<y>{_NUM})\s*\)\s*$"
@@ -115,7 +118,10 @@ def parse_header(line: bytes) -> Header:
     text = text.rstrip("\r\n")
     if not text.strip():
         raise FileFormatError("empty file: no header row")
-    columns = [c.strip() for c in next(csv.reader([text]))]
+    try:
+        columns = [c.strip() for c in next(csv.reader([text]))]
+    except csv.Error as e:  # e.g. lone CR line endings: the whole file reads as one line
+        raise FileFormatError(f"not CSV text: the header is not a CSV line ({e})") from e
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise FileFormatError(
@@ -290,6 +296,8 @@ class TripReader:
             rec = physical[i].rstrip(b"\r")
             quotes = rec.count(b'"')
             i += 1
+            if quotes % 2 and not _opens_quoted_field(rec):
+                quotes = 0  # a stray quote inside an unquoted field is text, not a newline
             while quotes % 2 and i < len(physical):
                 nxt = physical[i].rstrip(b"\r")
                 rec += b"\n" + nxt
@@ -326,6 +334,15 @@ class TripReader:
             lines.append(lineno)
             raws.append(rec)
         return _finish(values, lines, raws, rejections, rows_read), len(physical), b""
+
+
+def _opens_quoted_field(rec: bytes) -> bool:
+    """True when the line ends inside a quoted field, so the record goes on."""
+    try:
+        next(csv.reader([rec.decode("utf-8", "replace")], strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _finish(values: list[list[str]], lines: list[int], raws: list[bytes],
