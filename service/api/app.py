@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from service.api import errors, metrics
+from service.events.hub import Hub
 from service.settings import Settings
 
 log = logging.getLogger("trips.api")
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await anyio.to_thread.run_sync(migrate, url)
         app.state.database_url = url
         app.state.pool = await open_async_pool(settings, url)
+        await app.state.hub.start(url)
         tasks: list[asyncio.Task[None]] = []
         worker = None
         try:
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await t
             if worker is not None:
                 worker.stop()
+            await app.state.hub.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -59,13 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.hub = Hub()  # the one event listener; its connection opens in the lifespan
     errors.install(app)
     metrics.install(app)
     _configure_api_log(settings)
 
-    from service.api.routes import ingestions, ops, vehicles
+    from service.api.routes import events, ingestions, ops, vehicles
 
-    for module in (ops, ingestions, vehicles):
+    for module in (ops, ingestions, events, vehicles):
         app.include_router(module.router)
     return app
 

@@ -1,0 +1,247 @@
+"""One LISTEN connection per process, fanned out to every subscriber through in-process queues.
+
+The listener is a dedicated autocommit connection that LISTENs on `trips_events`. A notification
+carries only an event id; on one the hub reads every event after the last id it has dispatched
+from `ingestion_events` and hands each to the subscribers' bounded queues. Because event ids
+become visible in increasing order (the advisory lock in `ingestion_event()`), "everything after
+the last id seen" has no gaps, so a lost connection, a missed or coalesced notification, or a
+slow subscriber costs latency, never events: the hub reconnects with backoff and catches up from
+the table; a subscriber whose queue overflowed resyncs from the table by its own last id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from service.events.store import CHANNEL, read_after
+
+log = logging.getLogger("trips.events")
+TERMINAL = ("succeeded", "failed")
+APPLICATION_NAME = "trips-events-listener"
+# TCP keepalive on the listener: a peer that vanished without a FIN is noticed within ~25 s.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+             "keepalives_count": 3}
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    job_id: int
+    type: str
+    data: str  # the payload as JSON text, encoded once for every subscriber
+
+    @classmethod
+    def from_row(cls, row: tuple[int, int, str, dict[str, Any], Any]) -> Event:
+        return cls(id=int(row[0]), job_id=int(row[1]), type=row[2],
+                   data=orjson.dumps(row[3]).decode())
+
+
+class Subscription:
+    """A subscriber's bounded queue; the hub never waits on it."""
+
+    def __init__(self, job_id: int | None, maxsize: int):
+        self.job_id = job_id
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self.overflowed = False
+        self.closed = False
+
+    def offer(self, event: Event) -> None:
+        if self.job_id is not None and event.job_id != self.job_id:
+            return
+        if self.overflowed:
+            return  # the subscriber will resync from the table
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)  # a full queue wakes its reader anyway
+
+
+class Hub:
+    """The listener and its subscribers: built with the app (no I/O), started by its lifespan."""
+
+    def __init__(self, *, queue_size: int = 256, heartbeat_s: float = 15.0,
+                 send_timeout_s: float = 30.0, idle_check_s: float = 10.0,
+                 max_backoff_s: float = 5.0):
+        self.url = ""
+        self.heartbeat_s = heartbeat_s  # SSE comment lines on idle streams
+        self.send_timeout_s = send_timeout_s  # a client that takes no bytes this long is dropped
+        self.queue_size = queue_size
+        self.idle_check_s = idle_check_s
+        self.max_backoff_s = max_backoff_s
+        self.last_id: int | None = None  # the highest event id dispatched
+        self.connects = 0  # successful (re)connections, for tests and metrics
+        self.subscriptions: set[Subscription] = set()
+        self.connected = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, url: str, wait_s: float = 30.0) -> None:
+        self.url = url
+        self._task = asyncio.create_task(self._run(), name="trips-events-listener")
+        try:
+            await asyncio.wait_for(self.connected.wait(), wait_s)
+        except TimeoutError:
+            log.warning("event listener not connected yet; it keeps retrying")
+
+    async def stop(self) -> None:
+        for sub in list(self.subscriptions):
+            sub.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def subscribe(self, job_id: int | None = None) -> Subscription:
+        sub = Subscription(job_id, self.queue_size)
+        self.subscriptions.add(sub)
+        self._signal()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscriptions.discard(sub)
+        self._signal()
+
+    async def wait_subscribers(self, n: int, timeout: float) -> None:
+        """Wait until exactly `n` subscribers remain (tests, benchmarks)."""
+        async def _wait() -> None:
+            while len(self.subscriptions) != n:
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(_wait(), timeout)
+
+    def _signal(self) -> None:
+        self._changed.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                conn = await AsyncConnection.connect(
+                    self.url, autocommit=True, application_name=APPLICATION_NAME, **KEEPALIVE)
+            except psycopg.OperationalError as e:
+                log.warning("event listener cannot connect (%s); retry in %.1f s", e, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            try:
+                async with conn:
+                    # LISTEN before the catch-up: whatever commits after the read is notified.
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    if self.last_id is None:
+                        cur = await conn.execute(
+                            "SELECT coalesce(max(id), 0) FROM ingestion_events")
+                        row = await cur.fetchone()
+                        self.last_id = int(row[0]) if row else 0
+                    missed = await self._catch_up(conn)
+                    if self.connects:
+                        log.info("event listener reconnected; caught up %d events", missed)
+                    self.connects += 1
+                    self.connected.set()
+                    backoff = 0.1
+                    await self._listen(conn)
+            except (psycopg.OperationalError, TimeoutError) as e:
+                self.connected.clear()
+                log.warning("event listener lost the database (%s); reconnecting", e)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _listen(self, conn: AsyncConnection[Any]) -> None:
+        while True:
+            woken = behind = False
+            async for note in conn.notifies(timeout=self.idle_check_s, stop_after=1):
+                woken = True
+                behind = behind or not note.payload.isdigit() or int(note.payload) > (
+                    self.last_id or 0)
+            # Read on news, and after a quiet spell too: a keepalive that also covers a lost
+            # NOTIFY. Notifications of events already read (a backlog) cost no query.
+            if behind or not woken:
+                await asyncio.wait_for(self._catch_up(conn), self.idle_check_s)
+
+    async def _catch_up(self, conn: AsyncConnection[Any]) -> int:
+        """Dispatch every event after the last one dispatched; returns how many."""
+        n = 0
+        while True:
+            rows = await read_after(conn, self.last_id or 0, None, PAGE)
+            for row in rows:
+                self._dispatch(Event.from_row(row))
+            n += len(rows)
+            if len(rows) < PAGE:
+                return n
+
+    def _dispatch(self, event: Event) -> None:
+        self.last_id = event.id
+        for sub in self.subscriptions:
+            sub.offer(event)
+
+
+async def stream(hub: Hub, pool: AsyncConnectionPool[Any], job_id: int | None,
+                 after: int | None, until_terminal: bool = False) -> AsyncIterator[Event]:
+    """Events after `after` (None: from now on) from the table, then live ones from the hub.
+
+    The subscription opens before the table is read, so the two overlap rather than leave a gap;
+    ids already delivered are skipped, so the overlap yields no duplicate. With `until_terminal`
+    it ends after the job's `succeeded` or `failed` event.
+    """
+    sub = hub.subscribe(job_id)
+    try:
+        last = after if after is not None else await _position(hub, pool)
+        sub.overflowed = after is not None  # start by reading the table from `after`
+        while not sub.closed:
+            if sub.overflowed:
+                sub.overflowed = False
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                async for event in replay(pool, last, job_id):
+                    last = event.id
+                    yield event
+                    if until_terminal and event.type in TERMINAL:
+                        return
+                continue
+            event = await sub.queue.get()
+            if event is None or event.id <= last:
+                continue
+            last = event.id
+            yield event
+            if until_terminal and event.type in TERMINAL:
+                return
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def _position(hub: Hub, pool: AsyncConnectionPool[Any]) -> int:
+    if hub.last_id is not None:
+        return hub.last_id
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT coalesce(max(id), 0) FROM ingestion_events")
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def replay(pool: AsyncConnectionPool[Any], after: int, job_id: int | None
+                  ) -> AsyncIterator[Event]:
+    while True:
+        async with pool.connection() as conn:
+            rows = await read_after(conn, after, job_id, PAGE)
+        for row in rows:
+            event = Event.from_row(row)
+            after = event.id
+            yield event
+        if len(rows) < PAGE:
+            return
