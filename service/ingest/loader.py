@@ -1,32 +1,38 @@
 """Loading one claimed job: read → binary COPY into the job's own table → index → attach.
 
-Everything that stores data happens in one transaction on the load connection:
-
 1. ``CREATE TABLE trips_job_<id>`` and ``COPY … (FORMAT BINARY, FREEZE)`` of the validated rows
-   (with wal_level=minimal the new table's data skips WAL entirely);
-2. the rejected rows into ``ingestion_rejections``;
-3. the rollups and clusters from the job's rows (``apply_trip_rollups``);
-4. a large job's table gets its indexes built in bulk and is attached as a partition of
-   ``trips``; a small job's rows are moved into the shared partition ``trips_p0``;
-5. the job row set to ``succeeded`` with its event, then COMMIT: the trips appear together.
+   (with wal_level=minimal the new table's data skips WAL entirely), then COMMIT. The table is
+   not a partition of ``trips`` yet, so no query sees it; it only exists to be indexed.
+   Parsing runs on a reader thread, a bounded queue ahead of the COPY (pyarrow and numpy
+   release the GIL), so client parsing and server-side COPY overlap on two cores.
+2. The two GiST indexes are built on two extra connections while the load connection opens the
+   job's transaction and runs the rollups (``apply_trip_rollups``) and the cheap btree/BRIN
+   builds: the three longest steps share the machine's cores instead of queueing.
+3. In that one transaction: the rejected rows (spooled to a temporary file, not memory), the
+   CHECK and ``ATTACH PARTITION`` (a small job's rows are moved into ``trips_p0`` instead), the
+   job row set to ``succeeded`` with its event, then COMMIT: the trips appear together.
 
-Progress and heartbeats go through a second, autocommit connection, so they are visible while
-the load transaction is still open. A job that dies rolls back and stores nothing.
+A job that dies leaves at most an unattached ``trips_job_<id>`` that no query reads; the next
+attempt of the job drops it first, and every load drops those of failed jobs.
+Progress and heartbeats go through a second, autocommit connection.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import psycopg
 from psycopg import sql
 
 from service.ingest import jobs
@@ -37,6 +43,7 @@ from service.settings import Settings
 log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
+INDEX_MEMORY = "512MB"  # per index build; three run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
 _JOB_INDEXES = (("id", "btree", "id"), ("origin", "gist", "origin"),
                 ("destination", "gist", "destination"), ("started_at", "brin", "started_at"))
@@ -103,47 +110,26 @@ def load_job(url: str, settings: Settings, job: jobs.Job,
     counts: dict[str, Any] = {"rows_read": 0, "rows_loaded": 0, "rows_rejected": 0,
                               "bytes_read": 0, "bytes_total": job.bytes}
     started = time.monotonic()
-    with psycopg.connect(url, autocommit=True) as ctl, psycopg.connect(url) as load:
+    table = sql.Identifier(f"trips_job_{job.id}")
+    with psycopg.connect(url, autocommit=True) as ctl, psycopg.connect(url) as load, \
+            tempfile.TemporaryFile() as spool:
         backend_pid = load.info.backend_pid
         jobs.heartbeat(ctl, job, backend_pid)
         beat = Heartbeat(url, job, settings.heartbeat_seconds, backend_pid)
         beat.start()
         try:
-            regions, sources = Lookup(ctl, "regions"), Lookup(ctl, "datasources")
-            table = sql.Identifier(f"trips_job_{job.id}")
+            _drop_orphans(ctl, job.id)
             load.execute(sql.SQL("CREATE TABLE {} (LIKE trips)").format(table))
-            last_report = 0.0
-            rejections: list[tuple[int, str, str]] = []
             with TripReader(path) as reader:
                 if reader.header.ignored:
                     ctl.execute("UPDATE ingestion_jobs SET ignored_columns = %s WHERE id = %s",
                                 [reader.header.ignored, job.id])
-                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
-                    table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
-                with load.cursor().copy(copy_sql) as copy:
-                    copy.write(HEADER)
-                    for batch in reader:
-                        _write_batch(copy, ctl, job, batch, regions, sources)
-                        counts["rows_read"] += batch.rows_read
-                        counts["rows_loaded"] += batch.rows_valid
-                        counts["rows_rejected"] += len(batch.rejections)
-                        counts["bytes_read"] = reader.bytes_read
-                        rejections.extend(batch.rejections)
-                        if len(rejections) >= 10_000:
-                            _store_rejections(load, job.id, rejections)
-                            rejections.clear()
-                        now = time.monotonic()
-                        if now - last_report >= PROGRESS_EVERY_S:
-                            last_report = now
-                            _report(ctl, job, counts, started, on_progress)
-                        if beat.lost:
-                            raise jobs.JobLost(f"job {job.id} was taken away from this worker")
-                    copy.write(TRAILER)
-                counts["bytes_read"] = reader.bytes_read
-            _store_rejections(load, job.id, rejections)
+                _copy(load, ctl, table, job, reader, counts, spool, beat, started, on_progress)
+            load.commit()  # the unattached table only: invisible to queries
             _report(ctl, job, counts, started, on_progress)
             timings = {"read_copy_s": time.monotonic() - started}
-            _finalize(load, table, job, counts["rows_loaded"], settings, timings)
+            _finalize(url, load, table, job, counts["rows_loaded"], settings, timings, beat)
+            _store_rejections(load, job.id, spool)
             jobs.finish_succeeded(load, job, counts)
             t = time.monotonic()
             load.commit()
@@ -155,26 +141,106 @@ def load_job(url: str, settings: Settings, job: jobs.Job,
     return counts
 
 
-def _write_batch(copy: psycopg.Copy, ctl: psycopg.Connection, job: jobs.Job, batch: Batch,
-                 regions: Lookup, sources: Lookup) -> None:
+_DONE = object()
+
+
+def _copy(load: psycopg.Connection, ctl: psycopg.Connection, table: sql.Identifier,
+          job: jobs.Job, reader: TripReader, counts: dict[str, Any], spool: IO[bytes],
+          beat: Heartbeat, started: float, on_progress: ProgressFn | None) -> None:
+    """COPY the file's valid rows; a reader thread parses and encodes a few blocks ahead."""
+    regions, sources = Lookup(ctl, "regions"), Lookup(ctl, "datasources")
+    blocks: queue.Queue[Any] = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                item = (_encode(ctl, job, batch, regions, sources), batch.rows_read,
+                        batch.rows_valid, batch.rejections, reader.bytes_read)
+                while not stop.is_set():
+                    try:
+                        blocks.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            blocks.put(_DONE)
+        except BaseException as e:  # handed to the COPY side, which re-raises it
+            blocks.put(e)
+
+    producer = threading.Thread(target=produce, name=f"reader-{job.id}", daemon=True)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
+    last_report = 0.0
+    try:
+        with load.cursor().copy(copy_sql) as copy:
+            copy.write(HEADER)
+            producer.start()
+            while (item := blocks.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                body, rows_read, rows_valid, rejections, bytes_read = item
+                if body:
+                    copy.write(body)
+                counts["rows_read"] += rows_read
+                counts["rows_loaded"] += rows_valid
+                counts["rows_rejected"] += len(rejections)
+                counts["bytes_read"] = bytes_read
+                if rejections:
+                    pickle.dump(rejections, spool)
+                now = time.monotonic()
+                if now - last_report >= PROGRESS_EVERY_S:
+                    last_report = now
+                    _report(ctl, job, counts, started, on_progress)
+                if beat.lost:
+                    raise jobs.JobLost(f"job {job.id} was taken away from this worker")
+            copy.write(TRAILER)
+    finally:
+        stop.set()
+        if producer.is_alive():
+            producer.join()
+    counts["bytes_read"] = reader.bytes_read
+
+
+def _encode(ctl: psycopg.Connection, job: jobs.Job, batch: Batch, regions: Lookup,
+            sources: Lookup) -> bytes:
     n = batch.rows_valid
     if not n:
-        return
+        return b""
     first_id = _reserve_ids(ctl, n)
-    copy.write(encode_rows(first_id, job.id, job.id, regions.ids_for(batch.region),
-                           sources.ids_for(batch.datasource), batch.ts_us,
-                           batch.ox, batch.oy, batch.dx, batch.dy))
+    return encode_rows(first_id, job.id, job.id, regions.ids_for(batch.region),
+                       sources.ids_for(batch.datasource), batch.ts_us,
+                       batch.ox, batch.oy, batch.dx, batch.dy)
 
 
-def _store_rejections(load: psycopg.Connection, job_id: int,
-                      rejections: list[tuple[int, str, str]]) -> None:
-    if not rejections:
+def _drop_orphans(ctl: psycopg.Connection, job_id: int) -> None:
+    """Drop job tables left unattached by an earlier attempt of this job or by failed jobs."""
+    rows = ctl.execute(
+        """SELECT c.relname FROM pg_class c
+           LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+           LEFT JOIN ingestion_jobs j ON c.relname = 'trips_job_' || j.id
+           WHERE c.relkind = 'r' AND c.relname ~ '^trips_job_[0-9]+$' AND i.inhrelid IS NULL
+             AND c.relnamespace = 'public'::regnamespace
+             AND (j.id = %s OR j.state = 'failed' OR j.id IS NULL)""", [job_id]).fetchall()
+    for (name,) in rows:
+        ctl.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _store_rejections(load: psycopg.Connection, job_id: int, spool: IO[bytes]) -> None:
+    if not spool.tell():
         return
+    spool.seek(0)
     with load.cursor().copy(
         "COPY ingestion_rejections (job_id, line, reason, raw) FROM STDIN"
     ) as copy:
-        for line, reason, raw in rejections:
-            copy.write_row((job_id, line, reason, raw))
+        while True:
+            try:
+                chunk = pickle.load(spool)
+            except EOFError:
+                break
+            for line, reason, raw in chunk:
+                copy.write_row((job_id, line, reason, raw))
 
 
 def _report(ctl: psycopg.Connection, job: jobs.Job, counts: dict[str, Any], started: float,
@@ -191,26 +257,85 @@ def _report(ctl: psycopg.Connection, job: jobs.Job, counts: dict[str, Any], star
         on_progress(payload)
 
 
-def _finalize(load: psycopg.Connection, table: sql.Identifier, job: jobs.Job, rows: int,
-              settings: Settings, timings: dict[str, float]) -> None:
-    t = time.monotonic()
-    load.execute("SELECT apply_trip_rollups(%s::regclass)", [f"trips_job_{job.id}"])
-    timings["rollups_s"] = time.monotonic() - t
+class _IndexBuild(threading.Thread):
+    """One CREATE INDEX on a connection of its own (the table is committed, not yet attached)."""
+
+    def __init__(self, url: str, statement: sql.Composed, name: str):
+        super().__init__(daemon=True, name=name)
+        self.url, self.statement = url, statement
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.conn: psycopg.Connection | None = None
+
+    def run(self) -> None:
+        t = time.monotonic()
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                self.conn = conn
+                conn.execute(f"SET maintenance_work_mem = '{INDEX_MEMORY}'")
+                conn.execute(self.statement)
+        except BaseException as e:
+            self.error = e
+        self.seconds = time.monotonic() - t
+
+    def cancel(self) -> None:
+        if self.conn is not None and self.is_alive():
+            try:
+                self.conn.cancel_safe()
+            except psycopg.Error:
+                pass
+
+
+def _index_sql(name: str, table: sql.Identifier, suffix: str, method: str,
+               column: str) -> sql.Composed:
+    return sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
+        sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column))
+
+
+def _finalize(url: str, load: psycopg.Connection, table: sql.Identifier, job: jobs.Job,
+              rows: int, settings: Settings, timings: dict[str, float],
+              beat: Heartbeat) -> None:
+    name = f"trips_job_{job.id}"
     if rows < settings.small_job_rows:
+        t = time.monotonic()
+        load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
+        timings["rollups_s"] = time.monotonic() - t
         load.execute(sql.SQL(
             "INSERT INTO trips_p0 SELECT id, 0, ingestion_id, region_id, datasource_id, "
             "started_at, origin, destination FROM {}").format(table))
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return
-    # Indexes built in bulk (sorted GiST builds) after the load, named like the parent's so the
-    # attach adopts them; the CHECK lets ATTACH skip its validation scan.
-    name = f"trips_job_{job.id}"
-    load.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    for suffix, method, column in _JOB_INDEXES:
+    # The GiST builds (sorted builds, the slow ones) run on connections of their own while this
+    # transaction computes the rollups and the cheap indexes; all are named like the parent's
+    # indexes so that the attach adopts them, and the CHECK lets ATTACH skip its scan.
+    builds = [_IndexBuild(url, _index_sql(name, table, suffix, method, column), suffix)
+              for suffix, method, column in _JOB_INDEXES if method == "gist"]
+    for b in builds:
+        b.start()
+    try:
         t = time.monotonic()
-        load.execute(sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
-            sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column)))
-        timings[f"index_{suffix}_s"] = time.monotonic() - t
+        load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
+        timings["rollups_s"] = time.monotonic() - t
+        load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
+        for suffix, method, column in _JOB_INDEXES:
+            if method != "gist":
+                t = time.monotonic()
+                load.execute(_index_sql(name, table, suffix, method, column))
+                timings[f"index_{suffix}_s"] = time.monotonic() - t
+        t = time.monotonic()
+        for b in builds:
+            while b.is_alive():
+                b.join(0.5)
+                if beat.lost:
+                    raise jobs.JobLost(f"job {job.id} was taken away from this worker")
+            if b.error is not None:
+                raise b.error
+            timings[f"index_{b.name}_s"] = b.seconds
+        timings["index_wait_s"] = time.monotonic() - t
+    finally:
+        for b in builds:
+            b.cancel()
+            b.join()
     t = time.monotonic()
     load.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (part = {})").format(
         table, sql.Identifier(f"{name}_part"), sql.Literal(job.id)))
