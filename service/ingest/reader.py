@@ -37,6 +37,9 @@ _DATETIME = (
     r"^\s*(?P<Y>\d{4})-(?P<M>\d{2})-(?P<D>\d{2})[Tt ](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})"
     r"(?P<f>\.\d+)?\s*$"
 )
+# Capture-free patterns of the usual spellings (a subset of the two above), for the fast path.
+_CANON_POINT = r"^POINT \(-?[0-9]+(?:\.[0-9]+)? -?[0-9]+(?:\.[0-9]+)?\)$"
+_CANON_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 # Microseconds from 1970-01-01 to PostgreSQL's epoch 2000-01-01.
 PG_EPOCH_US = 10_957 * 86_400 * 1_000_000
 
@@ -367,12 +370,28 @@ def _np(a: pa.Array, dtype: str) -> np.ndarray:
 
 def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Longitudes and latitudes of WKT points; writes the reason of each bad value."""
-    m = pc.extract_regex(col, _POINT)
-    ok = _np(pc.is_valid(m), "bool")
-    xs = pc.if_else(ok, pc.struct_field(m, "x"), "0")
-    ys = pc.if_else(ok, pc.struct_field(m, "y"), "0")
-    x = _np(pc.cast(xs, pa.float64()), "float64")
-    y = _np(pc.cast(ys, pa.float64()), "float64")
+    n = len(col)
+    x, y = np.zeros(n), np.zeros(n)
+    # Most values have the canonical form 'POINT (x y)': a capture-free regex match (RE2's DFA)
+    # picks them, and their numbers are cut out by position and split; only the others go
+    # through the capturing regex. Same numbers, same float parser: ~2x cheaper per column.
+    canon = _np(pc.fill_null(pc.match_substring_regex(col, _CANON_POINT), False), "bool")
+    ok = canon.copy()
+    if canon.any():
+        sub = col if canon.all() else pc.filter(col, pa.array(canon))
+        xy = pc.list_flatten(pc.split_pattern(pc.utf8_slice_codeunits(sub, 7, -1), " ",
+                                              max_splits=1))
+        xy_np = _np(pc.cast(xy, pa.float64()), "float64").reshape(-1, 2)
+        x[canon], y[canon] = xy_np[:, 0], xy_np[:, 1]
+    rest = np.flatnonzero(~canon)
+    if len(rest):
+        m = pc.extract_regex(pc.take(col, pa.array(rest)), _POINT)
+        ok_r = _np(pc.is_valid(m), "bool")
+        xs = pc.if_else(ok_r, pc.struct_field(m, "x"), "0")
+        ys = pc.if_else(ok_r, pc.struct_field(m, "y"), "0")
+        x[rest] = _np(pc.cast(xs, pa.float64()), "float64")
+        y[rest] = _np(pc.cast(ys, pa.float64()), "float64")
+        ok[rest] = ok_r
     free = reasons == None  # noqa: E711 - elementwise on an object array
     bad = free & ~ok
     reasons[bad] = f"{name}: not a WKT point 'POINT (lon lat)'"
@@ -392,17 +411,43 @@ def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, 
 
 def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
     """Naive timestamps as microseconds since 2000-01-01 (PostgreSQL's rounding of fractions)."""
-    m = pc.extract_regex(col, _DATETIME)
-    ok = _np(pc.is_valid(m), "bool")
+    n = len(col)
+    y, mo, d, h, mi, s = (np.ones(n, np.int64) for _ in range(6))
+    frac_us = np.zeros(n, np.int64)
+    # Canonical 'YYYY-MM-DD HH:MM:SS' values (a capture-free match) are read by position
+    # straight from the string data; only the others go through the capturing regex.
+    canon = _np(pc.fill_null(pc.match_substring_regex(col, _CANON_DATETIME), False), "bool")
+    ok = canon.copy()
+    if canon.any():
+        col = col.cast(pa.string()) if col.type != pa.string() else col
+        offsets = np.frombuffer(col.buffers()[1], np.int32, n + 1, col.offset * 4)
+        data = np.frombuffer(col.buffers()[2], np.uint8)
+        digits = data[offsets[:-1][canon][:, None] + np.arange(19)].astype(np.int64) - 48
 
-    def part(name: str) -> np.ndarray:
-        return _np(pc.cast(pc.if_else(ok, pc.struct_field(m, name), "1"), pa.int64()), "int64")
+        def num(a: int, b: int) -> np.ndarray:
+            v = digits[:, a]
+            for k in range(a + 1, b):
+                v = v * 10 + digits[:, k]
+            return v
 
-    y, mo, d, h, mi, s = (part(k) for k in "YMDhms")
-    frac_s = pc.if_else(pc.and_(ok, pc.not_equal(pc.utf8_length(pc.struct_field(m, "f")), 0)),
-                        pc.binary_join_element_wise("0", pc.struct_field(m, "f"), ""), "0")
-    frac = np.nan_to_num(_np(pc.cast(frac_s, pa.float64()), "float64"))
-    frac_us = np.rint(frac * 1e6).astype(np.int64)
+        y[canon], mo[canon], d[canon] = num(0, 4), num(5, 7), num(8, 10)
+        h[canon], mi[canon], s[canon] = num(11, 13), num(14, 16), num(17, 19)
+    rest = np.flatnonzero(~canon)
+    if len(rest):
+        m = pc.extract_regex(pc.take(col, pa.array(rest)), _DATETIME)
+        ok_r = _np(pc.is_valid(m), "bool")
+
+        def part(name: str) -> np.ndarray:
+            return _np(pc.cast(pc.if_else(ok_r, pc.struct_field(m, name), "1"), pa.int64()),
+                       "int64")
+
+        y[rest], mo[rest], d[rest], h[rest], mi[rest], s[rest] = (part(k) for k in "YMDhms")
+        frac_s = pc.if_else(
+            pc.and_(ok_r, pc.not_equal(pc.utf8_length(pc.struct_field(m, "f")), 0)),
+            pc.binary_join_element_wise("0", pc.struct_field(m, "f"), ""), "0")
+        frac = np.nan_to_num(_np(pc.cast(frac_s, pa.float64()), "float64"))
+        frac_us[rest] = np.rint(frac * 1e6).astype(np.int64)
+        ok[rest] = ok_r
     reasons[(reasons == None) & ~ok] = (  # noqa: E711
         "datetime: not 'YYYY-MM-DD HH:MM:SS[.fraction]'"
     )
