@@ -8,6 +8,7 @@ import time
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class _DbCollector:
@@ -26,6 +27,29 @@ class _DbCollector:
         yield rows
 
 
+class _Timing:
+    """Request latency as a pure ASGI middleware: unlike `@app.middleware("http")` it lets a
+    streamed body (hundreds of SSE streams) pass straight through, at no cost per chunk."""
+
+    def __init__(self, app: ASGIApp, latency: Histogram):
+        self.app, self.latency = app, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                path = getattr(scope.get("route"), "path", "unmatched")
+                self.latency.labels(scope["method"], path, str(message["status"])).observe(
+                    time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry()
     latency = Histogram("trips_http_request_seconds", "HTTP request latency",
@@ -34,15 +58,7 @@ def install(app: FastAPI) -> None:
     registry.register(collector)  # type: ignore[arg-type]
     app.state.metrics_registry = registry
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        latency.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
+    app.add_middleware(_Timing, latency=latency)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

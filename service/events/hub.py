@@ -24,7 +24,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from service.events.store import CHANNEL, read_after
+from service.events.store import CHANNEL, last_event_id, read_after
 
 log = logging.getLogger("trips.events")
 TERMINAL = ("succeeded", "failed")
@@ -40,12 +40,14 @@ class Event:
     id: int
     job_id: int
     type: str
-    data: str  # the payload as JSON text, encoded once for every subscriber
+    data: str  # the payload as JSON text (one line)
+    frame: bytes  # the whole SSE frame, encoded once however many subscribers send it
 
     @classmethod
     def from_row(cls, row: tuple[int, int, str, dict[str, Any], Any]) -> Event:
-        return cls(id=int(row[0]), job_id=int(row[1]), type=row[2],
-                   data=orjson.dumps(row[3]).decode())
+        id_, type_, data = int(row[0]), str(row[2]), orjson.dumps(row[3]).decode()
+        frame = f"id: {id_}\r\nevent: {type_}\r\ndata: {data}\r\n\r\n".encode()
+        return cls(id=id_, job_id=int(row[1]), type=type_, data=data, frame=frame)
 
 
 class Subscription:
@@ -145,10 +147,7 @@ class Hub:
                     # LISTEN before the catch-up: whatever commits after the read is notified.
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     if self.last_id is None:
-                        cur = await conn.execute(
-                            "SELECT coalesce(max(id), 0) FROM ingestion_events")
-                        row = await cur.fetchone()
-                        self.last_id = int(row[0]) if row else 0
+                        self.last_id = await last_event_id(conn)
                     missed = await self._catch_up(conn)
                     if self.connects:
                         log.info("event listener reconnected; caught up %d events", missed)
@@ -156,9 +155,10 @@ class Hub:
                     self.connected.set()
                     backoff = 0.1
                     await self._listen(conn)
-            except (psycopg.OperationalError, TimeoutError) as e:
+            except Exception as e:  # whatever broke, the listener lives on and catches up
                 self.connected.clear()
-                log.warning("event listener lost the database (%s); reconnecting", e)
+                log.warning("event listener lost the database (%s: %s); reconnecting",
+                            type(e).__name__, e)
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -229,9 +229,7 @@ async def _position(hub: Hub, pool: AsyncConnectionPool[Any]) -> int:
     if hub.last_id is not None:
         return hub.last_id
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT coalesce(max(id), 0) FROM ingestion_events")
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+        return await last_event_id(conn)
 
 
 async def replay(pool: AsyncConnectionPool[Any], after: int, job_id: int | None

@@ -39,6 +39,13 @@ async def read_after(conn: AsyncConnection, after: int, job_id: int | None = Non
     return list(await cur.fetchall())
 
 
+async def last_event_id(conn: AsyncConnection) -> int:
+    """The highest event id committed so far (0 for none): where a live-only stream starts."""
+    cur = await conn.execute("SELECT coalesce(max(id), 0) FROM ingestion_events")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def notify_jobs(conn: Connection) -> None:
     """Wake idle workers: a job was queued."""
     conn.execute("SELECT pg_notify(%s, '')", [JOBS_CHANNEL])

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from service.api.errors import BadRequest, NotFound
 from service.events.hub import TERMINAL, Event, Hub, replay, stream
@@ -39,9 +39,9 @@ def _resume_after(header: str | None, query: int | None) -> int | None:
 
 
 def _respond(hub: Hub, events: AsyncIterator[Event]) -> EventSourceResponse:
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[bytes]:
         async for ev in events:
-            yield ServerSentEvent(data=ev.data, event=ev.type, id=str(ev.id))
+            yield ev.frame  # `id:`, `event:`, `data:` (JSON), encoded once by the hub
 
     return EventSourceResponse(frames(), ping=hub.heartbeat_s, send_timeout=hub.send_timeout_s)
 
