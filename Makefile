@@ -7,7 +7,7 @@ TRIPS := $(BIN)/trips
 ROWS ?= 1000000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format benchmark benchmark-scale stop db-up clean
+.PHONY: install run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean
 
 install: $(VENV)/.installed
 
@@ -37,8 +37,21 @@ format: install
 	$(BIN)/ruff format service tests benchmarks
 	$(BIN)/ruff check --fix service tests benchmarks
 
+# Generate -> raw COPY baseline -> trips ingest + API worker -> queries, in database bench_$(ROWS);
+# results in benchmarks/results/<date>-<rows>.json and .md (default 1M rows: a few minutes).
 benchmark: db-up
 	$(BIN)/python -m benchmarks.run --rows $(ROWS)
+
+# Issue 2's gate: trips ingest vs raw COPY of the same 2M-row file, median of 3 runs.
+benchmark-copy: db-up
+	$(BIN)/python -m benchmarks.ingest_vs_copy --rows 2000000 --runs 3
+
+# The scale curve (long: the 100M run takes the better part of an hour), then the plot.
+benchmark-scale: db-up
+	$(BIN)/python -m benchmarks.run --rows 1000000
+	$(BIN)/python -m benchmarks.run --rows 10000000
+	$(BIN)/python -m benchmarks.run --rows 100000000 --keep-db
+	$(BIN)/python -m benchmarks.plot
 
 stop:
 	-@if [ -f .local/serve.pid ]; then kill $$(cat .local/serve.pid) 2>/dev/null; rm -f .local/serve.pid; fi; true

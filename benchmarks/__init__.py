@@ -1,0 +1,1 @@
+"""Benchmarks: not tests. They write their results to benchmarks/results/."""
