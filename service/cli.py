@@ -28,6 +28,9 @@ def migrated_url(settings: Settings) -> str:
 
     url = settings.resolved_database_url()
     migrate(url)
+    from service.analytics.cli import sync_cluster_params
+
+    sync_cluster_params(url, settings)
     return url
 
 
@@ -132,6 +135,11 @@ def generate(
     from service.generate import generate_file
 
     generate_file(out, rows, seed, console=console)
+
+
+from service.analytics.cli import register as _register_analytics  # noqa: E402
+
+_register_analytics(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         url = await anyio.to_thread.run_sync(settings.resolved_database_url)
         await anyio.to_thread.run_sync(migrate, url)
+        await anyio.to_thread.run_sync(_sync_cluster_params, url, settings)
         app.state.database_url = url
         app.state.pool = await open_async_pool(settings, url)
         await app.state.hub.start(url)
@@ -67,11 +68,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     _configure_api_log(settings)
 
-    from service.api.routes import events, ingestions, ops, vehicles
+    from service.api.routes import clusters, events, ingestions, ops, stats, trips, vehicles
 
-    for module in (ops, ingestions, events, vehicles):
+    for module in (ops, ingestions, events, vehicles, stats, clusters, trips):
         app.include_router(module.router)
     return app
+
+
+def _sync_cluster_params(url: str, settings: Settings) -> None:
+    import psycopg
+
+    from service.analytics.clusters import sync_params
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        sync_params(conn, settings)
 
 
 def _configure_api_log(settings: Settings) -> None:

@@ -1,0 +1,74 @@
+"""Trips as GeoJSON LineStrings (origin → destination), filtered and keyset-paged by id."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from service.analytics.area import BBox
+
+MAX_LIMIT = 5000
+
+_QUERY = sql.SQL("""
+    SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
+           ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
+           ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy
+    FROM trips t
+    JOIN regions r ON r.id = t.region_id
+    JOIN datasources d ON d.id = t.datasource_id
+    WHERE t.id > %(after_id)s
+      AND (%(regions)s::int[] IS NULL OR t.region_id = ANY(%(regions)s::int[]))
+      AND (%(datasource)s::text IS NULL OR d.name = %(datasource)s)
+      AND (%(t0)s::timestamp IS NULL OR t.started_at >= %(t0)s::timestamp)
+      AND (%(t1)s::timestamp IS NULL OR t.started_at < %(t1)s::timestamp)
+      AND {area}
+    ORDER BY t.id
+    LIMIT %(limit)s""")
+
+
+def _in_box(column: str) -> sql.Composed:
+    """Exact, inclusive; `&&` (single precision, rounded outwards) only as an index pre-filter."""
+    col = sql.Identifier("t", column)
+    return sql.SQL(
+        "({col} && ST_MakeEnvelope(%(pminx)s, %(pminy)s, %(pmaxx)s, %(pmaxy)s, 4326)"
+        " AND ST_X({col}) BETWEEN %(minx)s AND %(maxx)s"
+        " AND ST_Y({col}) BETWEEN %(miny)s AND %(maxy)s)").format(col=col)
+
+
+def area_condition(bbox: BBox | None, match: str) -> sql.Composable:
+    if bbox is None:
+        return sql.SQL("true")
+    o, d = _in_box("origin"), _in_box("destination")
+    return {"origin": o, "destination": d,
+            "both": sql.SQL("({} AND {})").format(o, d),
+            "either": sql.SQL("({} OR {})").format(o, d)}[match]
+
+
+async def trips(conn: AsyncConnection, *, regions: list[int] | None, datasource: str | None,
+                bbox: BBox | None, match: str, start: date | None, end: date | None,
+                limit: int, after_id: int) -> dict[str, Any]:
+    """A FeatureCollection of up to `limit` trips with id > after_id, and `next_after_id`."""
+    limit = min(limit, MAX_LIMIT)
+    pad = 1e-9
+    p: dict[str, Any] = {
+        "after_id": after_id, "regions": regions, "datasource": datasource, "limit": limit,
+        "t0": start, "t1": end + timedelta(days=1) if end else None}
+    if bbox:
+        p |= {"minx": bbox.minx, "miny": bbox.miny, "maxx": bbox.maxx, "maxy": bbox.maxy,
+              "pminx": bbox.minx - pad, "pminy": bbox.miny - pad, "pmaxx": bbox.maxx + pad,
+              "pmaxy": bbox.maxy + pad}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_QUERY.format(area=area_condition(bbox, match)), p)
+        rows = await cur.fetchall()
+    features = [{
+        "type": "Feature", "id": r["id"],
+        "geometry": {"type": "LineString", "coordinates": [[r["ox"], r["oy"]],
+                                                            [r["dx"], r["dy"]]]},
+        "properties": {"id": r["id"], "region": r["region"], "datasource": r["datasource"],
+                       "datetime": r["started_at"].isoformat()},
+    } for r in rows]
+    next_after = rows[-1]["id"] if len(rows) == limit else None
+    return {"type": "FeatureCollection", "features": features, "next_after_id": next_after}

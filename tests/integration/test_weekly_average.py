@@ -1,0 +1,203 @@
+"""Weekly averages equal a brute-force count for every kind of area and match (SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from service.api.app import create_app
+from service.settings import Settings
+from tests.helpers import ingest
+from tests.integration.analytics_data import Trip, brute_weekly, make_trips, write_csv
+
+MATCHES = ["origin", "destination", "both", "either"]
+
+
+@pytest.fixture
+def loaded(settings: Settings, db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient,
+                                                                              list[Trip]]]:
+    """Two ingestions: one large (its own partition), one small (into trips_p0)."""
+    first, second = make_trips(1, 1500), make_trips(2, 400)
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
+    assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
+    with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:
+        yield c, first + second
+
+
+def _coords(trips: list[Trip]) -> tuple[list[float], list[float]]:
+    xs = sorted({v for t in trips for v in (t.ox, t.dx)})
+    ys = sorted({v for t in trips for v in (t.oy, t.dy)})
+    return xs, ys
+
+
+def _edge(draw: st.DrawFn, values: list[float]) -> float:
+    """A coordinate of the data, or a hair (one ulp) beside one."""
+    v = draw(st.sampled_from(values))
+    return draw(st.sampled_from([v, v, math.nextafter(v, math.inf),
+                                 math.nextafter(v, -math.inf)]))
+
+
+@st.composite
+def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
+    xs, ys = _coords(trips)
+    kind = draw(st.sampled_from(["bbox", "polygon", "multipolygon", "region", "region+bbox",
+                                 "triangle"]))
+    region = draw(st.sampled_from(["Prague", "PRAGUE", "são paulo", "Zürich"]))
+    x0, x1 = sorted([_edge(draw, xs), _edge(draw, xs)])
+    y0, y1 = sorted([_edge(draw, ys), _edge(draw, ys)])
+    if kind in ("polygon", "multipolygon", "triangle") and (x0 == x1 or y0 == y1):
+        x1, y1 = x0 + 0.05, y0 + 0.05
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    area: dict = {"match": draw(st.sampled_from(MATCHES))}
+    if kind in ("bbox", "region+bbox"):
+        area["box"] = (x0, y0, x1, y1)
+    if kind.startswith("region"):
+        area["region"] = region
+    if kind == "polygon":
+        area["polygon"] = {"type": "Polygon", "coordinates": [ring]}
+    if kind == "triangle":
+        t = draw(st.sampled_from(trips))
+        tri = [[x0, y0], [x1, y0], [t.ox, t.oy], [x0, y0]]
+        if abs((x1 - x0) * (t.oy - y0)) < 1e-9:
+            tri = [[x0, y0], [x1, y0], [x1, y1], [x0, y0]]
+        area["polygon"] = {"type": "Polygon", "coordinates": [tri]}
+    if kind == "multipolygon":
+        fx0, fy0, fx1, fy1 = (8.54, 47.37, 8.7, 47.5) if x1 < 8.4 or x0 > 8.8 else (100, 0, 101, 1)
+        far = [[fx0, fy0], [fx1, fy0], [fx1, fy1], [fx0, fy1], [fx0, fy0]]
+        area["polygon"] = {"type": "Feature", "properties": {}, "geometry": {
+            "type": "MultiPolygon", "coordinates": [[ring], [far]]}}
+    if draw(st.booleans()):
+        area["start"], area["end"] = "2018-05-02", "2018-06-03"  # a Wednesday → whole weeks
+    return area
+
+
+def _ask(client: TestClient, area: dict) -> dict:
+    params = {"match": area["match"]}
+    if "region" in area:
+        params["region"] = area["region"]
+    if "start" in area:
+        params |= {"from": area["start"], "to": area["end"]}
+    if "polygon" in area:
+        r = client.post("/stats/weekly-average", params=params, json=area["polygon"])
+    else:
+        if "box" in area:
+            params["bbox"] = ",".join(repr(v) for v in area["box"])
+        r = client.get("/stats/weekly-average", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _expected(trips: list[Trip], area: dict) -> dict:
+    from datetime import date
+
+    polygon = area.get("polygon")
+    if polygon and polygon["type"] == "Feature":
+        polygon = polygon["geometry"]
+    return brute_weekly(
+        trips, region=area.get("region"), box=area.get("box"), polygon=polygon,
+        match=area["match"],
+        start=date.fromisoformat(area["start"]) if "start" in area else None,
+        end=date.fromisoformat(area["end"]) if "end" in area else None)
+
+
+def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, trips = loaded
+
+    @hsettings(max_examples=120, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                      HealthCheck.too_slow])
+    @given(area=areas(trips))
+    def check(area: dict) -> None:
+        assert _ask(client, area) == _expected(trips, area)
+
+    check()
+
+
+def test_fixed_cases(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, trips = loaded
+    # Whole window: first week to last week of the store, the empty week a zero.
+    whole = _ask(client, {"match": "origin", "box": (-180.0, -90.0, 180.0, 90.0)})
+    assert whole["weeks"] == 7 and whole["from"] == "2018-04-30" and whole["to"] == "2018-06-11"
+    assert whole["trips"] == len(trips)
+    assert [s["trips"] for s in whole["series"]][3] == 0
+    assert whole["weekly_average"] == len(trips) / 7
+    # A box that is exactly one point of the data, and the same box one ulp away.
+    t = trips[-2]
+    exact = (t.ox, t.oy, t.ox, t.oy)
+    for match in MATCHES:
+        assert _ask(client, {"match": match, "box": exact}) == _expected(
+            trips, {"match": match, "box": exact})
+    hair = (math.nextafter(t.ox, 99), t.oy, t.ox + 1, t.oy)
+    got = _ask(client, {"match": "origin", "box": hair})
+    assert got == _expected(trips, {"match": "origin", "box": hair})
+    # Region alone, case-insensitively: "Prague" and "prague" are both matched.
+    region = _ask(client, {"match": "origin", "region": "PRAGUE"})
+    assert region["trips"] == sum(tr.region.lower() == "prague" for tr in trips)
+    assert region == _expected(trips, {"match": "origin", "region": "PRAGUE"})
+
+
+def test_cli_weekly_json(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    client, trips = loaded
+    res = CliRunner().invoke(app, ["weekly", "--region", "zürich", "--json"],
+                             env={"DATABASE_URL": db_url})
+    assert res.exit_code == 0, res.output
+    assert orjson.loads(res.stdout) == _expected(trips, {"match": "origin", "region": "zürich"})
+    res = CliRunner().invoke(app, ["weekly", "--region", "Atlantis"],
+                             env={"DATABASE_URL": db_url})
+    assert res.exit_code == 1 and "Prague" in res.output
+
+
+BAD_GET = [
+    ({"bbox": "1,2,3"}, "4 numbers"),
+    ({"bbox": "3,0,1,1"}, "greater than"),
+    ({"bbox": "0,0,1,95"}, "latitude"),
+    ({"bbox": "0,nan,1,1"}, "finite"),
+    ({"bbox": "a,b,c,d"}, "4 numbers"),
+    ({"bbox": "0,0,1,1", "match": "sideways"}, "match must be one of"),
+    ({"bbox": "0,0,1,1", "from": "2018-13-01"}, "from must be a date"),
+    ({"bbox": "0,0,1,1", "from": "2018-06-01", "to": "2018-05-01"}, "after"),
+    ({}, "give a region"),
+]
+SQUARE = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]
+BAD_POST = [
+    ({"type": "Point", "coordinates": [1, 2]}, "Polygon or MultiPolygon"),
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "invalid"),
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 95], [0, 0]]]}, "latitude"),
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}, "Polygon"),
+    ({"type": "Feature", "properties": {}, "geometry": None}, "no geometry"),
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [2, 0], [0, 0]]]}, ""),
+    ([1, 2, 3], "GeoJSON"),
+]
+
+
+def test_bad_requests_are_422_never_500(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, _ = loaded
+    for params, words in BAD_GET:
+        r = client.get("/stats/weekly-average", params=params)
+        assert r.status_code == 422 and words in r.json()["detail"], (params, r.text)
+    for body, words in BAD_POST:
+        r = client.post("/stats/weekly-average", json=body)
+        assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
+    r = client.post("/stats/weekly-average", content=b"{not json")
+    assert r.status_code == 422 and "not JSON" in r.json()["detail"]
+    r = client.post("/stats/weekly-average", content=b'{"type":"Polygon","coordinates":'
+                    b'[[[0,0],[1,0],[1,NaN],[0,0]]]}')
+    assert r.status_code == 422
+    r = client.get("/stats/weekly-average", params={"region": "Atlantis"})
+    assert r.status_code == 404
+    assert "Atlantis" in r.json()["detail"] and "São Paulo" in r.json()["detail"]
+    r = client.post("/stats/weekly-average", params={"region": "zürich", "match": "both"},
+                    json={"type": "Polygon", "coordinates": [SQUARE]})
+    assert r.status_code == 200 and r.json()["trips"] == 0
