@@ -6,7 +6,8 @@ Everything runs in a database of its own, `bench_<rows>`, created on the local c
 the server of DATABASE_URL when it is set); the dev database `trips` is never touched.
 Generated files live in $TRIPS_BENCH_DATA (default /var/tmp/trips-bench), never in the repo.
 The rows are split into K files (default: 2, or one per 10M rows): the first K-1 are ingested
-by one `trips ingest` process under /usr/bin/time -v (its peak RSS), the last by the worker of
+by `trips ingest` (one process per file, under /usr/bin/time -v for the peak RSS), the last by
+the worker of
 a `trips serve` started for the run (POST /ingestions, then its SSE event stream until the
 job ends). Writes benchmarks/results/<date>-<rows>.json and a .md beside it.
 """
@@ -255,7 +256,17 @@ def main() -> None:
     # 3. ingest: trips ingest for the first K-1 files, the API worker for the last
     cli_files, api_file = (files, None) if args.no_api or k < 2 else (files[:-1], files[-1])
     cli_rows = sum(per[: len(cli_files)])
-    ingest = common.trips_ingest(url, cli_files)
+    # One `trips ingest` process per file: the peak RSS is the largest of them, and a file
+    # is deleted once loaded (unless --keep) so that 100M rows fit the disk beside the store.
+    ingest = common.IngestRun(0.0, 0, "")
+    for f, n in zip(cli_files, per, strict=False):
+        one = common.trips_ingest(url, [f])
+        ingest.seconds += one.seconds
+        ingest.peak_rss_bytes = max(ingest.peak_rss_bytes, one.peak_rss_bytes)
+        print(f"  {f.name}: {one.seconds:.1f} s ({n / one.seconds:,.0f} rows/s), "
+              f"peak RSS {one.peak_rss_bytes / 2**20:.0f} MiB", flush=True)
+        if not args.keep:
+            f.unlink(missing_ok=True)
     print(f"trips ingest {ingest.seconds:.1f} s ({cli_rows / ingest.seconds:,.0f} rows/s), "
           f"peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB", flush=True)
     api = None
