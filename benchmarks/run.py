@@ -7,9 +7,8 @@ the server of DATABASE_URL when it is set); the dev database `trips` is never to
 Generated files live in $TRIPS_BENCH_DATA (default /var/tmp/trips-bench), never in the repo.
 The rows are split into K files (default: 2, or one per 10M rows): the first K-1 are ingested
 by `trips ingest` (one process per file, under /usr/bin/time -v for the peak RSS), the last by
-the worker of
-a `trips serve` started for the run (POST /ingestions, then its SSE event stream until the
-job ends). Writes benchmarks/results/<date>-<rows>.json and a .md beside it.
+the worker of a `trips serve` started for the run (POST /ingestions, then its SSE event stream
+until the job ends). Writes benchmarks/results/<date>-<rows>.json and a .md beside it.
 """
 
 from __future__ import annotations
