@@ -1,0 +1,140 @@
+"""Clusters equal a brute-force grouping in Python (SPEC section 2), through GET /clusters."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from geojson_pydantic import FeatureCollection
+from typer.testing import CliRunner
+
+from service.analytics.clusters import bucket_label
+from service.api.app import create_app
+from service.settings import Settings
+from tests.helpers import ingest
+from tests.integration.analytics_data import Trip, brute_clusters, make_trips, write_csv
+
+
+def _spread(seed: int, n: int) -> list[Trip]:
+    """Many distinct clusters in one region: more than the per-region top list holds."""
+    rng = random.Random(seed)
+    base = datetime(2018, 5, 7)
+    return [Trip("Montréal", -73.6 + rng.uniform(0, 0.4), 45.4 + rng.uniform(0, 0.2),
+                 -73.6 + rng.uniform(0, 0.4), 45.4 + rng.uniform(0, 0.2),
+                 base + timedelta(seconds=rng.randrange(86400 * 7)), "funny_car")
+            for _ in range(n)]
+
+
+@pytest.fixture
+def loaded(settings: Settings, db_url: str, tmp_path: Path
+           ) -> Iterator[tuple[TestClient, list[Trip]]]:
+    first = make_trips(3, 1200) + _spread(4, 1500)
+    second = make_trips(5, 600) + _spread(6, 600) + make_trips(3, 300)  # repeats: upserts
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
+    assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
+    with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:
+        yield c, first + second
+
+
+def _expected(trips: list[Trip], cell: float = 0.01, minutes: int = 60, **f: object) -> list:
+    rows = []
+    for (region, ocx, ocy, dcx, dcy, b), (n, sox, soy, sdx, sdy) in brute_clusters(
+            trips, cell, minutes).items():
+        mx, my = sox / n, soy / n
+        if f.get("region") and region.lower() != str(f["region"]).lower():
+            continue
+        if n < int(f.get("min_trips", 1)):  # type: ignore[call-overload]
+            continue
+        box = f.get("bbox")
+        if box and not (box[0] <= mx <= box[2] and box[1] <= my <= box[3]):  # type: ignore[index]
+            continue
+        if "buckets" in f and b not in f["buckets"]:  # type: ignore[operator]
+            continue
+        rows.append((n, region, (ocx, ocy), (dcx, dcy), bucket_label(b, minutes),
+                     (mx, my, sdx / n, sdy / n)))
+    rows.sort(key=lambda r: -r[0])
+    return rows
+
+
+def _got(client: TestClient, **params: object) -> list:
+    r = client.get("/clusters", params=params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/geo+json")
+    fc = FeatureCollection.model_validate(r.json())
+    out = []
+    for feat in r.json()["features"]:
+        p = feat["properties"]
+        (ox, oy), (dx, dy) = feat["geometry"]["coordinates"]
+        out.append((p["trips"], p["region"], tuple(p["origin_cell"]),
+                    tuple(p["destination_cell"]), p["time_bucket"], (ox, oy, dx, dy)))
+    assert len(out) == len(fc.features)
+    return out
+
+
+def _same(got: list, expected: list, limit: int) -> None:
+    """Same counts in order; the same clusters wherever the count is not tied at the cut."""
+    assert [g[0] for g in got] == [e[0] for e in expected[:limit]]
+    cut = got[-1][0] if len(got) == limit else 0
+    exp = {e[1:5]: e for e in expected if e[0] > cut}
+    for g in got:
+        if g[0] > cut:
+            e = exp.pop(g[1:5])
+            assert g[5] == pytest.approx(e[5], abs=1e-9)
+    assert not exp
+
+
+def test_clusters_equal_brute_force(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, trips = loaded
+    _same(_got(client, limit=1000), _expected(trips), 1000)
+    _same(_got(client, region="montréal", limit=7), _expected(trips, region="Montréal"), 7)
+    _same(_got(client, region="PRAGUE", limit=50), _expected(trips, region="prague"), 50)
+    # Filters that leave too few matches in the top list: answered from the full table.
+    box = (-73.5, 45.45, -73.3, 45.55)
+    _same(_got(client, region="Montréal", bbox=",".join(map(str, box)), limit=1000),
+          _expected(trips, region="Montréal", bbox=box), 1000)
+    _same(_got(client, time_from="08:00", time_to="10:30", min_trips=2, limit=1000),
+          _expected(trips, buckets={8, 9, 10}, min_trips=2), 1000)
+    _same(_got(client, min_trips=3, limit=5), _expected(trips, min_trips=3), 5)
+
+
+def test_top_table_is_exact(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        diff = conn.execute("""
+            SELECT count(*) FROM (
+                SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY region_id ORDER BY
+                    trips DESC, ocx, ocy, dcx, dcy, bucket) rn FROM trip_clusters) r
+                WHERE rn <= trip_cluster_top_size()) a
+            FULL JOIN trip_cluster_top b USING (region_id, ocx, ocy, dcx, dcy, bucket)
+            WHERE a.trips IS DISTINCT FROM b.trips OR a.sum_ox IS DISTINCT FROM b.sum_ox
+            """).fetchone()
+    assert diff == (0,)
+
+
+def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
+    from service.cli import app
+
+    client, trips = loaded
+    env = {"DATABASE_URL": db_url, "TRIPS_CLUSTER_CELL": "0.05",
+           "TRIPS_CLUSTER_BUCKET_MINUTES": "30"}
+    res = CliRunner().invoke(app, ["clusters", "--region", "Zürich", "--limit", "3"], env=env)
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["clusters", "--rebuild", "--geojson", "--limit", "1000"],
+                             env=env)
+    assert res.exit_code == 0, res.output
+    _same(_got(client, limit=1000), _expected(trips, 0.05, 30), 1000)
+    assert client.get("/clusters").json()["params"] == {"cell": 0.05, "bucket_minutes": 30}
+
+
+def test_bad_cluster_requests(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, _ = loaded
+    for params in ({"bbox": "1,2"}, {"time_from": "25:00"}, {"time_from": "10:00",
+                   "time_to": "09:00"}, {"min_trips": 0}, {"limit": "x"}):
+        assert client.get("/clusters", params=params).status_code == 422, params
+    r = client.get("/clusters", params={"region": "Atlantis"})
+    assert r.status_code == 404 and "Zürich" in r.json()["detail"]
