@@ -43,7 +43,9 @@ def main() -> None:
            title="Ingest rate (label: ingest / raw COPY)")
     a1.grid(True, which="both", alpha=0.3)
     a1.legend()
-    for kind in KINDS:
+    kinds = list(KINDS) + sorted({k for r in runs for k in (r.get("queries") or {})
+                                  if k not in KINDS})
+    for kind in kinds:
         ys = [((r.get("queries") or {}).get(kind) or {}).get("p95_ms") for r in runs]
         pts = [(x, y) for x, y in zip(rows, ys, strict=True) if y is not None]
         if pts:
