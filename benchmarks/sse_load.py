@@ -4,8 +4,10 @@ For each round the same file is ingested again (`force`) by the server's in-proc
 "loaded" rounds hold N subscribers on `GET /ingestions/events` for the whole ingestion, "bare"
 rounds hold none. Rounds alternate (B L L B B L …) so drift on a shared machine falls on both.
 Checks: every subscriber receives every event of the job (compared with the table), the API
-holds exactly one listening connection (pg_stat_activity), and the ingestion's throughput
-(rows / (finished_at - started_at)) with subscribers against without, as medians.
+holds exactly one listening connection (pg_stat_activity), and the ingestion's throughput with
+subscribers against without, as medians: rows / wall time from queued to the commit's NOTIFY
+(the whole job: read, COPY, rollups, index builds), and the read+COPY phase alone (started_at to
+finished_at, when events flow).
 
     .venv/bin/python benchmarks/sse_load.py --rows 1000000 --subscribers 500 --repeats 3
 
@@ -58,11 +60,11 @@ def _free_port() -> int:
 class Subscriber:
     """A raw-socket SSE client (cheap enough that 500 of them barely load the machine)."""
 
-    def __init__(self, port: int, path: str):
-        self.port, self.path = port, path
+    def __init__(self, port: int, path: str, sync_id: int):
+        self.port, self.path, self.sync_id = port, path, sync_id
         self.parser = SseParser()
         self.events: list[tuple[int, str, int]] = []
-        self.connected = asyncio.Event()
+        self.live = asyncio.Event()  # the event `sync_id` arrived: replay over, live from here
         self.started = asyncio.Event()
         self.done = asyncio.Event()
         self.job_id: int | None = None
@@ -74,7 +76,6 @@ class Subscriber:
                          "Accept: text/event-stream\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), head[:100]
-            self.connected.set()
             buf = ""
             while True:  # chunked transfer encoding
                 size = int((await reader.readline()).strip() or b"0", 16)
@@ -86,6 +87,8 @@ class Subscriber:
                     event = self.parser.feed(line.rstrip("\r"))
                     if event is None or event.id is None:
                         continue
+                    if event.id == self.sync_id:
+                        self.live.set()
                     job = event.json()["job_id"]
                     self.events.append((event.id, event.type, job))
                     if job == self.job_id and event.type == "started":
@@ -106,12 +109,15 @@ async def wait_job(url: str, job_id: int, timeout: float = 900) -> dict[str, Any
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             cur = await conn.execute(
-                "SELECT state, rows_read, started_at, finished_at, error FROM ingestion_jobs "
-                "WHERE id = %s", [job_id])
+                "SELECT state, rows_read, started_at, finished_at, error, created_at "
+                "FROM ingestion_jobs WHERE id = %s", [job_id])
             row = await cur.fetchone()
             if row and row[0] in ("succeeded", "failed"):
-                return {"state": row[0], "rows": row[1], "seconds":
-                        (row[3] - row[2]).total_seconds(), "error": row[4]}
+                # finished_at is the start of the loader's final transaction (now()), so
+                # started_at..finished_at spans the read+COPY phase only, not index builds.
+                return {"state": row[0], "rows": row[1], "error": row[4],
+                        "read_phase_s": (row[3] - row[2]).total_seconds(),
+                        "queued_s": round((row[2] - row[5]).total_seconds(), 2)}
             async for _ in conn.notifies(timeout=2.0, stop_after=1):
                 pass
     raise TimeoutError(f"job {job_id} did not finish")
@@ -126,28 +132,41 @@ def connections(url: str, dbname: str) -> dict[str, int]:
     return {name: int(n) for name, n in rows}
 
 
-async def one_round(base: str, port: int, url: str, dbname: str, subscribers: int
-                    ) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_round(base: str, port: int, url: str, dbname: str, subscribers: int,
+                    api_pid: int) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT coalesce(max(id), 0) FROM ingestion_events").fetchone()
         start_id = int(row[0]) if row else 0
-    subs = [Subscriber(port, f"/ingestions/events?last_event_id={start_id}")
+    # Each subscriber resumes just before the last stored event: once that one has arrived, its
+    # replay from the table is over and it is live, so no replay overlaps the ingestion.
+    subs = [Subscriber(port, f"/ingestions/events?last_event_id={start_id - 1}", start_id)
             for _ in range(subscribers)]
     t0 = time.monotonic()
     tasks = [asyncio.create_task(s.run()) for s in subs]
-    await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in subs)), 120)
+    await asyncio.wait_for(asyncio.gather(*(s.live.wait() for s in subs)), 120)
     connect_s = time.monotonic() - t0
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         r = await client.post("/ingestions", json={"path": "bench.csv", "force": True})
         r.raise_for_status()
         job_id = r.json()["id"]
+    t0 = time.monotonic()  # queued (the claim follows within milliseconds)
+    api_cpu0, own_cpu0 = cpu_seconds(api_pid), time.process_time()
     for s in subs:
         s.job_id = job_id
     conns_during: dict[str, int] = {}
     if subs:  # sample the API's connections while the ingestion runs
         await asyncio.wait_for(subs[0].started.wait(), 120)
         conns_during = await asyncio.to_thread(connections, url, dbname)
-    result = await wait_job(url, job_id)
+    result = await wait_job(url, job_id)  # woken by the commit's NOTIFY
+    wall_s = time.monotonic() - t0
+    api_cpu_s = cpu_seconds(api_pid) - api_cpu0  # the API process: its worker and the SSE
+    own_cpu_s = time.process_time() - own_cpu0  # this process: the subscribers
     await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 120)
     with psycopg.connect(url, autocommit=True) as conn:
         table = [(int(i), t) for i, t in conn.execute(
@@ -160,11 +179,13 @@ async def one_round(base: str, port: int, url: str, dbname: str, subscribers: in
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return {"job_id": job_id, "subscribers": subscribers, **result,
-            "rows_per_s": round(result["rows"] / result["seconds"]),
+            "wall_s": round(wall_s, 2), "rows_per_s": round(result["rows"] / wall_s),
+            "read_phase_rows_per_s": round(result["rows"] / result["read_phase_s"]),
             "job_events": len(table), "progress_events": sum(t == "progress" for _, t in table),
             "subscribers_with_every_event": complete,
             "events_received": sum(len(s.of_job(job_id)) for s in subs),
-            "connections_during": conns_during, "subscribers_connect_s": round(connect_s, 2)}
+            "connections_during": conns_during, "subscribers_live_s": round(connect_s, 2),
+            "api_cpu_s": round(api_cpu_s, 2), "subscribers_cpu_s": round(own_cpu_s, 2)}
 
 
 def main() -> None:
@@ -207,36 +228,48 @@ def main() -> None:
             time.sleep(0.2)
 
         async def run_all() -> list[dict[str, Any]]:
-            await one_round(base, port, url, dbname, 0)  # warm-up, not counted
+            await one_round(base, port, url, dbname, 0, proc.pid)  # warm-up, not counted
             order = []
             for i in range(args.repeats):
                 order += [0, args.subscribers] if i % 2 == 0 else [args.subscribers, 0]
             rounds = []
             for n in order:
-                r = await one_round(base, port, url, dbname, n)
+                r = await one_round(base, port, url, dbname, n, proc.pid)
                 print(json.dumps(r, default=str), flush=True)
                 rounds.append(r)
             return rounds
 
-        rounds = asyncio.run(run_all())
+        write_results(args, asyncio.run(run_all()))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
         with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SET statement_timeout = '120s'")  # a shared cluster may be busy
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(dbname)))
 
-    bare = [r["rows_per_s"] for r in rounds if r["subscribers"] == 0]
+
+def write_results(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> None:
     loaded = [r for r in rounds if r["subscribers"] > 0]
-    loaded_rate = [r["rows_per_s"] for r in loaded]
-    ratio = statistics.median(loaded_rate) / statistics.median(bare)
+
+    def median(key: str, with_subscribers: bool) -> float:
+        return statistics.median(
+            r[key] for r in rounds if (r["subscribers"] > 0) == with_subscribers)
+
+    ratio = median("rows_per_s", True) / median("rows_per_s", False)
+    read_ratio = median("read_phase_rows_per_s", True) / median("read_phase_rows_per_s", False)
     summary = {
         "rows": args.rows, "subscribers": args.subscribers, "repeats": args.repeats,
-        "median_rows_per_s_without_subscribers": statistics.median(bare),
-        "median_rows_per_s_with_subscribers": statistics.median(loaded_rate),
+        "median_rows_per_s_without_subscribers": median("rows_per_s", False),
+        "median_rows_per_s_with_subscribers": median("rows_per_s", True),
         "throughput_ratio": round(ratio, 3),
         "throughput_drop_pct": round(100 * (1 - ratio), 1),
+        "read_phase_median_rows_per_s_without": median("read_phase_rows_per_s", False),
+        "read_phase_median_rows_per_s_with": median("read_phase_rows_per_s", True),
+        "read_phase_ratio": round(read_ratio, 3),
+        "median_api_cpu_s_without": median("api_cpu_s", False),
+        "median_api_cpu_s_with": median("api_cpu_s", True),
         "every_subscriber_got_every_event": all(
             r["subscribers_with_every_event"] == r["subscribers"] for r in loaded),
         "listen_connections_during": sorted({r["connections_during"].get(APPLICATION_NAME, 0)
@@ -256,6 +289,7 @@ def main() -> None:
     }, indent=2, default=str) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"written to {out}")
+
 
 
 if __name__ == "__main__":
