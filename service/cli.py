@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -74,6 +75,16 @@ def db_migrate() -> None:
     typer.echo("applied: " + ", ".join(applied) if applied else "up to date")
 
 
+def _is_loopback(host: str) -> bool:
+    """Only this machine can reach the address (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
 @app.command()
 def serve(host: str = typer.Option(None, help="bind address (default TRIPS_HOST)"),
           port: int = typer.Option(None, help="port (default TRIPS_PORT)")) -> None:
@@ -85,7 +96,7 @@ def serve(host: str = typer.Option(None, help="bind address (default TRIPS_HOST)
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token:
+    if not _is_loopback(host) and not settings.api_token:
         console.print(f"[bold red]WARNING: serving on {host} without TRIPS_API_TOKEN: anyone who "
                       "can reach this address can ingest data.[/]")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

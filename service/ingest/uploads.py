@@ -124,9 +124,14 @@ def resolve_inside(data_dir: Path, relative: str) -> Path:
     candidate = Path(relative)
     if candidate.is_absolute():
         raise BadRequest("path must be relative to the data dir")
-    resolved = (base / candidate).resolve()
-    if resolved != base and base not in resolved.parents:
-        raise BadRequest("path resolves outside the data dir")
-    if not resolved.is_file():
+    try:
+        resolved = (base / candidate).resolve()
+        if resolved != base and base not in resolved.parents:
+            raise BadRequest("path resolves outside the data dir")
+        is_file = resolved.is_file()
+    except (OSError, RuntimeError) as e:  # a name too long, a symlink loop: not a file of ours
+        raise BadRequest(f"path cannot be resolved: {e.strerror or e}"
+                         if isinstance(e, OSError) else "path cannot be resolved") from e
+    if not is_file:
         raise NotFound(f"no such file in the data dir: {relative}")
     return resolved
