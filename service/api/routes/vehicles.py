@@ -29,7 +29,7 @@ def _coord(value: str | None, name: str) -> str | None:
     return value
 
 
-@router.get("")
+@router.get("", responses={400: {"description": "a coordinate filter that is not a number"}})
 async def list_vehicles(
     request: Request,
     region: str | None = None,
