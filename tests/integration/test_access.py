@@ -314,3 +314,16 @@ def test_serve_warns_for_host_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TRIPS_API_LOG", "")
     result = CliRunner().invoke(cli.app, ["serve"])
     assert "WARNING" in result.output + (result.stderr if result.stderr_bytes else "")
+
+
+async def test_unauthorised_upload_is_not_read(aclient: httpx.AsyncClient,
+                                               guarded: Settings) -> None:
+    """The token is checked before the body is read: a refused 20 MiB upload costs nothing."""
+    for auth, status in (("Bearer wrong", 403), ("", 401)):
+        consumed = [0]
+        headers, body = multipart(20 << 20, consumed)
+        r = await aclient.post("/ingestions", headers={**headers, "Authorization": auth},
+                               content=body)
+        assert r.status_code == status, r.text
+        assert consumed[0] < 1 << 20, f"read {consumed[0]} bytes before refusing"
+        assert uploads(guarded) == []
