@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ class Event:
         return cls(id=id_, job_id=int(row[1]), type=type_, data=data, frame=frame)
 
 
+HEARTBEAT = Event(id=0, job_id=0, type="heartbeat", data="", frame=b": heartbeat\r\n\r\n")
+
+
 class Subscription:
     """A subscriber's bounded queue; the hub never waits on it."""
 
@@ -69,6 +73,11 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def ping(self) -> None:
+        """Queue a heartbeat comment (skipped when the queue is busy: it has data to send)."""
+        if self.queue.empty():
+            self.queue.put_nowait(HEARTBEAT)
+
     def close(self) -> None:
         self.closed = True
         with contextlib.suppress(asyncio.QueueFull):
@@ -79,11 +88,10 @@ class Hub:
     """The listener and its subscribers: built with the app (no I/O), started by its lifespan."""
 
     def __init__(self, *, queue_size: int = 256, heartbeat_s: float = 15.0,
-                 send_timeout_s: float = 30.0, idle_check_s: float = 10.0,
+                 idle_check_s: float = 10.0,
                  max_backoff_s: float = 5.0):
         self.url = ""
         self.heartbeat_s = heartbeat_s  # SSE comment lines on idle streams
-        self.send_timeout_s = send_timeout_s  # a client that takes no bytes this long is dropped
         self.queue_size = queue_size
         self.idle_check_s = idle_check_s
         self.max_backoff_s = max_backoff_s
@@ -93,10 +101,12 @@ class Hub:
         self.connected = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self, url: str, wait_s: float = 30.0) -> None:
         self.url = url
         self._task = asyncio.create_task(self._run(), name="trips-events-listener")
+        self._ticker = asyncio.create_task(self._heartbeats(), name="trips-events-heartbeat")
         try:
             await asyncio.wait_for(self.connected.wait(), wait_s)
         except TimeoutError:
@@ -105,10 +115,11 @@ class Hub:
     async def stop(self) -> None:
         for sub in list(self.subscriptions):
             sub.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def subscribe(self, job_id: int | None = None) -> Subscription:
         sub = Subscription(job_id, self.queue_size)
@@ -130,6 +141,24 @@ class Hub:
 
     def _signal(self) -> None:
         self._changed.set()
+
+    async def _heartbeats(self) -> None:
+        """One timer for every stream (not a task per client): idle streams get a comment line,
+        which keeps proxies from closing them and makes a vanished client's socket fail.
+
+        It also ends the streams when the server is told to stop: uvicorn waits for open
+        responses before it runs the lifespan's shutdown, and these would never end."""
+        waited = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            waited += 0.5
+            if _server_exiting():
+                for sub in list(self.subscriptions):
+                    sub.close()
+            if waited >= self.heartbeat_s:
+                waited = 0.0
+                for sub in self.subscriptions:
+                    sub.ping()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -191,13 +220,21 @@ class Hub:
             sub.offer(event)
 
 
+def _server_exiting() -> bool:
+    """Whether the uvicorn server running this app was asked to exit (it owns SIGTERM)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    return bool(getattr(getattr(handler, "__self__", None), "should_exit", False))
+
+
 async def stream(hub: Hub, pool: AsyncConnectionPool[Any], job_id: int | None,
-                 after: int | None, until_terminal: bool = False) -> AsyncIterator[Event]:
+                 after: int | None, until_terminal: bool = False, heartbeats: bool = False
+                 ) -> AsyncIterator[Event]:
     """Events after `after` (None: from now on) from the table, then live ones from the hub.
 
     The subscription opens before the table is read, so the two overlap rather than leave a gap;
     ids already delivered are skipped, so the overlap yields no duplicate. With `until_terminal`
-    it ends after the job's `succeeded` or `failed` event.
+    it ends after the job's `succeeded` or `failed` event. With `heartbeats`, the hub's
+    `HEARTBEAT` comes through on idle streams.
     """
     sub = hub.subscribe(job_id)
     try:
@@ -215,6 +252,10 @@ async def stream(hub: Hub, pool: AsyncConnectionPool[Any], job_id: int | None,
                         return
                 continue
             event = await sub.queue.get()
+            if event is HEARTBEAT:
+                if heartbeats:
+                    yield event
+                continue
             if event is None or event.id <= last:
                 continue
             last = event.id
