@@ -98,6 +98,15 @@ class Subscriber:
         finally:
             writer.close()
 
+    def watch(self, job_id: int) -> None:
+        """Follow this job; its first events may already have arrived before its id was known."""
+        self.job_id = job_id
+        for _, type_, job in self.events:
+            if job == job_id and type_ == "started":
+                self.started.set()
+            if job == job_id and type_ in ("succeeded", "failed"):
+                self.done.set()
+
     def of_job(self, job_id: int) -> list[tuple[int, str]]:
         return [(i, t) for i, t, j in self.events if j == job_id]
 
@@ -158,7 +167,7 @@ async def one_round(base: str, port: int, url: str, dbname: str, subscribers: in
     t0 = time.monotonic()  # queued (the claim follows within milliseconds)
     api_cpu0, own_cpu0 = cpu_seconds(api_pid), time.process_time()
     for s in subs:
-        s.job_id = job_id
+        s.watch(job_id)
     conns_during: dict[str, int] = {}
     if subs:  # sample the API's connections while the ingestion runs
         await asyncio.wait_for(subs[0].started.wait(), 120)
