@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -257,6 +258,7 @@ def main() -> None:
             conn.execute("SET statement_timeout = '120s'")  # a shared cluster may be busy
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(dbname)))
+        shutil.rmtree(work, ignore_errors=True)  # the generated file and the server log
 
 
 def write_results(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> None:
