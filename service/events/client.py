@@ -24,7 +24,9 @@ class SseParser:
     def __init__(self) -> None:
         self.comments = 0  # heartbeat comment lines seen
         self.last_id: int | None = None
-        self._type, self._data, self._id = "message", [], None  # type: ignore[var-annotated]
+        self._type: str = "message"
+        self._data: list[str] = []
+        self._id: int | None = None
 
     def feed(self, line: str) -> SseEvent | None:
         if not line:

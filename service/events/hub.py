@@ -31,7 +31,7 @@ log = logging.getLogger("trips.events")
 TERMINAL = ("succeeded", "failed")
 APPLICATION_NAME = "trips-events-listener"
 # TCP keepalive on the listener: a peer that vanished without a FIN is noticed within ~25 s.
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
              "keepalives_count": 3}
 PAGE = 1000
 
@@ -251,16 +251,16 @@ async def stream(hub: Hub, pool: AsyncConnectionPool[Any], job_id: int | None,
                     if until_terminal and event.type in TERMINAL:
                         return
                 continue
-            event = await sub.queue.get()
-            if event is HEARTBEAT:
+            live = await sub.queue.get()
+            if live is HEARTBEAT:
                 if heartbeats:
-                    yield event
+                    yield live
                 continue
-            if event is None or event.id <= last:
+            if live is None or live.id <= last:
                 continue
-            last = event.id
-            yield event
-            if until_terminal and event.type in TERMINAL:
+            last = live.id
+            yield live
+            if until_terminal and live.type in TERMINAL:
                 return
     finally:
         hub.unsubscribe(sub)

@@ -77,8 +77,9 @@ def _ingest_one(client: httpx.Client, path: Path, force: bool, console: Console)
     size = path.stat().st_size
     with _bar(console) as bar, open(path, "rb") as f:
         upload = bar.add_task(f"{path.name} upload", total=max(size, 1), rows=0)
+        body: Any = _Reading(f, bar, upload)  # file-like: httpx streams it in chunks
         r = client.post("/ingestions", params={"force": "true"} if force else None,
-                        files={"file": (path.name, _Reading(f, bar, upload), "text/csv")})
+                        files={"file": (path.name, body, "text/csv")})
         bar.update(upload, completed=max(size, 1))
         if r.status_code >= 400:
             console.print(f"[red]{path.name}: upload refused ({r.status_code}): "

@@ -8,7 +8,7 @@ listener (`app.state.hub`), with no gap and no duplicate across the switch.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -23,9 +23,10 @@ LastEventIdQuery = Annotated[int | None, Query(
     ge=0, le=2**63 - 1, description="resume after this event id (when a header cannot be set)")]
 LastEventIdHeader = Annotated[str | None, Header(
     alias="Last-Event-ID", description="resume after this event id (sent by EventSource)")]
-SSE_DOC = {200: {"description": "a stream of `queued`, `started`, `progress`, `succeeded` and "
-                 "`failed` events; `data` is JSON with `job_id`",
-                 "content": {"text/event-stream": {}}}}
+SSE_DOC: dict[int | str, dict[str, Any]] = {200: {
+    "description": "a stream of `queued`, `started`, `progress`, `succeeded` and `failed` "
+                   "events; `data` is JSON with `job_id`",
+    "content": {"text/event-stream": {}}}}
 
 
 def _resume_after(header: str | None, query: int | None) -> int | None:
