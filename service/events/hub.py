@@ -100,6 +100,7 @@ class Hub:
         self.subscriptions: set[Subscription] = set()
         self.connected = asyncio.Event()
         self._changed = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -108,18 +109,23 @@ class Hub:
         self._task = asyncio.create_task(self._run(), name="trips-events-listener")
         self._ticker = asyncio.create_task(self._heartbeats(), name="trips-events-heartbeat")
         try:
-            await asyncio.wait_for(self.connected.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self.connected.wait()
         except TimeoutError:
             log.warning("event listener not connected yet; it keeps retrying")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Close every stream and end the listener. Bounded: a shutdown never hangs on it."""
+        self._stopping = True
         for sub in list(self.subscriptions):
             sub.close()
-        for task in (self._task, self._ticker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._ticker) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
+                log.warning("event listener did not stop within %.0f s", timeout_s)
 
     def subscribe(self, job_id: int | None = None) -> Subscription:
         sub = Subscription(job_id, self.queue_size)
@@ -133,11 +139,10 @@ class Hub:
 
     async def wait_subscribers(self, n: int, timeout: float) -> None:
         """Wait until exactly `n` subscribers remain (tests, benchmarks)."""
-        async def _wait() -> None:
+        async with asyncio.timeout(timeout):
             while len(self.subscriptions) != n:
                 self._changed.clear()
                 await self._changed.wait()
-        await asyncio.wait_for(_wait(), timeout)
 
     def _signal(self) -> None:
         self._changed.set()
@@ -162,7 +167,7 @@ class Hub:
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
                 conn = await AsyncConnection.connect(
                     self.url, autocommit=True, application_name=APPLICATION_NAME, **KEEPALIVE)
@@ -192,7 +197,9 @@ class Hub:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _listen(self, conn: AsyncConnection[Any]) -> None:
-        while True:
+        # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that races with
+        # the awaited call finishing, and the listener would then outlive `stop()`.
+        while not self._stopping:
             woken = behind = False
             async for note in conn.notifies(timeout=self.idle_check_s, stop_after=1):
                 woken = True
@@ -201,7 +208,8 @@ class Hub:
             # Read on news, and after a quiet spell too: a keepalive that also covers a lost
             # NOTIFY. Notifications of events already read (a backlog) cost no query.
             if behind or not woken:
-                await asyncio.wait_for(self._catch_up(conn), self.idle_check_s)
+                async with asyncio.timeout(self.idle_check_s):
+                    await self._catch_up(conn)
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> int:
         """Dispatch every event after the last one dispatched; returns how many."""

@@ -53,7 +53,8 @@ async def watch_inbox(url: str, settings: Settings) -> None:
     directory = settings.data_dir
     directory.mkdir(parents=True, exist_ok=True)
     await anyio.to_thread.run_sync(enqueue_dir, url, directory)
-    async for changes in awatch(directory, recursive=False):
+    # rust_timeout bounds how long a cancelled watch (server shutdown) waits for its thread.
+    async for changes in awatch(directory, recursive=False, rust_timeout=1000):
         for change, name in changes:
             path = Path(name)
             if change != Change.deleted and is_trip_file(path):
