@@ -111,7 +111,8 @@ def finish_succeeded(conn: Connection, job: Job, counts: dict[str, Any]) -> None
     """Mark success inside the load transaction (so trips and state commit together)."""
     cur = conn.execute(
         """UPDATE ingestion_jobs SET state = 'succeeded', rows_read = %s, rows_loaded = %s,
-               rows_rejected = %s, bytes_read = %s, finished_at = now(), backend_pid = NULL
+               rows_rejected = %s, bytes_read = %s, finished_at = clock_timestamp(),
+               backend_pid = NULL
            WHERE id = %s AND state = 'running' AND attempts = %s""",
         [counts["rows_read"], counts["rows_loaded"], counts["rows_rejected"],
          counts["bytes_read"], job.id, job.attempts],
@@ -129,7 +130,7 @@ def finish_failed(conn: Connection, job: Job, error: str, retriable: bool = Fals
         state = "queued" if requeue else "failed"
         cur = conn.execute(
             """UPDATE ingestion_jobs SET state = %s, error = %s, backend_pid = NULL,
-                   finished_at = CASE WHEN %s = 'failed' THEN now() END
+                   finished_at = CASE WHEN %s = 'failed' THEN clock_timestamp() END
                WHERE id = %s AND state = 'running' AND attempts = %s""",
             [state, error, state, job.id, job.attempts],
         )
@@ -168,7 +169,7 @@ def recover_stale(conn: Connection, stale_after_s: float, max_attempts: int) -> 
             else:
                 conn.execute(
                     """UPDATE ingestion_jobs SET state = 'failed', error = %s, backend_pid = NULL,
-                       finished_at = now() WHERE id = %s""",
+                       finished_at = clock_timestamp() WHERE id = %s""",
                     [f"{reason}; gave up after {attempts} attempts", job_id])
                 write_event(conn, job_id, "failed", {"error": reason})
             recovered.append(job_id)
