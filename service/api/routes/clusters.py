@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
 
 from service.analytics import clusters as q
 from service.analytics.area import AreaError, parse_bbox
 from service.analytics.weekly import UnknownRegion, region_ids
 from service.api.errors import Invalid, NotFound
+from service.api.geojson import ClusterCollection, GeoJSONResponse
 
 router = APIRouter(tags=["analytics"])
-GEOJSON = "application/geo+json"
 
 
-class GeoJSONResponse(Response):
-    media_type = GEOJSON
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-@router.get("/clusters", response_class=GeoJSONResponse,
-            responses={200: {"content": {GEOJSON: {}}}, 404: {}, 422: {}})
+@router.get("/clusters", response_class=GeoJSONResponse, response_model=ClusterCollection,
+            responses={404: {}, 422: {}})
 async def get_clusters(
     request: Request,
     region: str | None = Query(None, max_length=200, description="case-insensitive"),

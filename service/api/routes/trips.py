@@ -8,13 +8,13 @@ from service.analytics import trips as q
 from service.analytics.area import AreaError, parse_bbox, parse_date, parse_match
 from service.analytics.weekly import UnknownRegion, region_ids
 from service.api.errors import Invalid, NotFound
-from service.api.routes.clusters import GEOJSON, GeoJSONResponse
+from service.api.geojson import GEOJSON, GeoJSONResponse, TripCollection
 
 router = APIRouter(tags=["analytics"])
 
 
-@router.get("/trips", response_class=GeoJSONResponse,
-            responses={200: {"content": {GEOJSON: {}}}, 404: {}, 422: {}})
+@router.get("/trips", response_class=GeoJSONResponse, response_model=TripCollection,
+            responses={404: {}, 422: {}})
 async def get_trips(
     request: Request,
     region: str | None = Query(None, max_length=200, description="case-insensitive"),
