@@ -74,3 +74,37 @@ async def test_slow_subscriber_resyncs_from_the_table_and_blocks_no_one(
     assert [e.id for e in slow_events] == [e.id for e in fast_events]  # no gap, no duplicate
     await slow.aclose()
     await fast.aclose()
+
+
+async def test_stop_ends_the_listener_while_events_flow(db_url: str, tmp_path: Path) -> None:
+    """Shutdown while the listener is busy catching up: `stop()` returns and the listening
+    connection is gone, every time (Python 3.11's wait_for could swallow the cancel)."""
+    flowing = True
+
+    def writer() -> None:
+        path = tmp_path / "flow.csv"
+        path.write_text("region,origin_coord,destination_coord,datetime,datasource\n")
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            job, _ = jobs.enqueue(conn, path, path.name)
+            i = 0
+            while flowing:
+                write_event(conn, job["id"], "progress", {"rows_read": i})
+                i += 1
+
+    task = asyncio.create_task(anyio.to_thread.run_sync(writer))
+    try:
+        for _ in range(15):
+            hub = Hub(idle_check_s=0.05)
+            await hub.start(db_url, wait_s=10)
+            assert hub.connected.is_set()
+            async with asyncio.timeout(5):
+                await hub.stop()
+            assert hub._task is not None and hub._task.done()
+        async with asyncio.timeout(10):
+            while query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND application_name = %s",
+                        [APPLICATION_NAME])[0]["n"]:
+                await asyncio.sleep(0.05)
+    finally:
+        flowing = False
+        await task
