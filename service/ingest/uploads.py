@@ -16,6 +16,7 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.api.errors import BadRequest, NotFound, TooLarge
+from service.ingest.jobs import sha256_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -135,3 +136,16 @@ def resolve_inside(data_dir: Path, relative: str) -> Path:
     if not is_file:
         raise NotFound(f"no such file in the data dir: {relative}")
     return resolved
+
+
+def digest_inside(path: Path, relative: str) -> tuple[str, int]:
+    """sha256 and size of a file `resolve_inside` found; it may vanish or turn unreadable in
+    between, which is the client's 404 or 400, not a 500. Server paths stay out of the detail."""
+    try:
+        return sha256_of(path)
+    except FileNotFoundError:
+        raise NotFound(f"no such file in the data dir: {relative} (it went away before it "
+                       "could be read)") from None
+    except OSError as e:
+        raise BadRequest(f"cannot read {relative} in the data dir: "
+                         f"{e.strerror or type(e).__name__}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 from service.api.deps import get_settings, require_writer
 from service.api.errors import BadRequest, NotFound
 from service.ingest import queries
-from service.ingest.uploads import receive_multipart, resolve_inside
+from service.ingest.uploads import digest_inside, receive_multipart, resolve_inside
 from service.settings import Settings
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
@@ -60,16 +59,6 @@ def job_out(row: dict[str, Any]) -> dict[str, Any]:
             "rejections_url": f"/ingestions/{row['id']}/rejections"}
 
 
-def _sha256_file(path: anyio.Path | Any) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 @router.post(
     "",
     status_code=202,
@@ -107,7 +96,7 @@ async def create_ingestion(
             raise BadRequest(f"JSON body must be {{\"path\": \"file.csv\"}}: {e}") from e
         path = await anyio.to_thread.run_sync(resolve_inside, settings.data_dir, body.path)
         force = force or body.force
-        sha, size = await anyio.to_thread.run_sync(_sha256_file, path)
+        sha, size = await anyio.to_thread.run_sync(digest_inside, path, body.path)
         source = body.path
     else:
         raise BadRequest("send multipart/form-data with a 'file' field, or JSON {\"path\": ...}")
