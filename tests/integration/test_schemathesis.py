@@ -8,18 +8,15 @@ a bounded number of examples each. The infinite SSE streams and /metrics are lef
 from __future__ import annotations
 
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from psycopg import sql
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
@@ -27,8 +24,9 @@ from schemathesis.python import asgi
 from service.api.app import create_app
 from service.api.geojson import ClusterCollection, TripCollection
 from service.settings import Settings
-from tests.conftest import SAMPLE, _with_db
+from tests.conftest import SAMPLE
 from tests.helpers import ingest, query
+from tests.integration.shared_db import module_database
 
 MAX_EXAMPLES = 25
 EXCLUDED = r"^/(ingestions/events|ingestions/\{job_id\}/events|metrics)$"
@@ -37,15 +35,7 @@ EXCLUDED = r"^/(ingestions/events|ingestions/\{job_id\}/events|metrics)$"
 @pytest.fixture(scope="module")
 def api_db(server_url: str, template_db: str) -> Iterator[str]:
     """One database for the module's whole run (per-test copies would cost a copy per case)."""
-    name = f"trips_st_{uuid.uuid4().hex[:12]}"
-    admin = _with_db(server_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    yield _with_db(server_url, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    yield from module_database(server_url, template_db, "trips_st")
 
 
 @pytest.fixture(scope="module")
