@@ -18,7 +18,9 @@ from service.ingest.uploads import digest_inside, receive_multipart, resolve_ins
 from service.settings import Settings
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
+# Above its maximum a `limit` is capped, not refused (NOTES-limits.md): every listing route.
 MAX_LIMIT = 1000
+MAX_REJECTIONS = 10_000
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -113,13 +115,14 @@ async def create_ingestion(
 @router.get("", response_model=list[JobOut])
 async def list_ingestions(
     request: Request,
-    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    limit: int = Query(100, ge=1, description=f"at most {MAX_LIMIT} (larger values are capped)"),
     before: int | None = Query(None, ge=1, le=2**63 - 1, description="ids below this (paging)"),
     state: Literal["queued", "running", "succeeded", "failed"] | None = None,
 ) -> list[dict[str, Any]]:
     """Jobs, newest first."""
     async with request.app.state.pool.connection() as conn:
-        return [job_out(r) for r in await queries.list_jobs(conn, limit, before, state)]
+        rows = await queries.list_jobs(conn, min(limit, MAX_LIMIT), before, state)
+    return [job_out(r) for r in rows]
 
 
 @router.get("/{job_id:int}", response_model=JobOut, responses={404: {}})
@@ -136,10 +139,11 @@ async def get_ingestion(request: Request, job_id: JobId) -> dict[str, Any]:
 async def get_rejections(
     request: Request, job_id: JobId,
     after_line: int = Query(0, ge=0, le=2**63 - 1),
-    limit: int = Query(1000, ge=1, le=10_000),
+    limit: int = Query(1000, ge=1, description=f"at most {MAX_REJECTIONS} (larger values are "
+                       "capped)"),
 ) -> list[dict[str, Any]]:
     """Rejected rows of a job: line (1-based), reason, raw text; paged by line."""
     async with request.app.state.pool.connection() as conn:
         if await queries.get_job(conn, job_id) is None:
             raise NotFound(f"no ingestion job {job_id}")
-        return await queries.rejections(conn, job_id, after_line, limit)
+        return await queries.rejections(conn, job_id, after_line, min(limit, MAX_REJECTIONS))
