@@ -43,8 +43,9 @@ def fresh_database(name: str) -> str:
     server = server_url()
     admin = with_db(server, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_db(server, name)
     from service.db.migrate import migrate
@@ -56,8 +57,9 @@ def fresh_database(name: str) -> str:
 def drop_database(name: str) -> None:
     admin = with_db(server_url(), "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def generate(rows: int, out: Path, seed: int = 42) -> float:
@@ -67,8 +69,9 @@ def generate(rows: int, out: Path, seed: int = 42) -> float:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part" + "".join(out.suffixes[-1:]))
     t = time.monotonic()
-    subprocess.run([TRIPS, "generate", "--rows", str(rows), "--out", str(tmp), "--seed",
-                    str(seed)], check=True)
+    subprocess.run(
+        [TRIPS, "generate", "--rows", str(rows), "--out", str(tmp), "--seed", str(seed)], check=True
+    )
     tmp.rename(out)
     return time.monotonic() - t
 
@@ -102,14 +105,19 @@ def raw_copy(url: str, files: list[Path]) -> float:
     through the same client library, with no parsing, validation or index."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {RAW_COPY_TABLE}")
-        conn.execute(f"CREATE UNLOGGED TABLE {RAW_COPY_TABLE} (region text, origin_coord text, "
-                     "destination_coord text, datetime text, datasource text)")
+        conn.execute(
+            f"CREATE UNLOGGED TABLE {RAW_COPY_TABLE} (region text, origin_coord text, "
+            "destination_coord text, datetime text, datasource text)"
+        )
         t = time.monotonic()
         for path in files:
             opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rb") as f, conn.cursor().copy(
-                f"COPY {RAW_COPY_TABLE} FROM STDIN (FORMAT csv, HEADER true)"
-            ) as copy:
+            with (
+                opener(path, "rb") as f,
+                conn.cursor().copy(
+                    f"COPY {RAW_COPY_TABLE} FROM STDIN (FORMAT csv, HEADER true)"
+                ) as copy,
+            ):
                 while block := f.read(1 << 20):
                     copy.write(block)
         seconds = time.monotonic() - t

@@ -34,28 +34,38 @@ def main() -> None:
         url = common.fresh_database(db)
         ingest = common.trips_ingest(url, [path])
         copy_s = common.raw_copy(url, [path])
-        run = {"ingest_s": round(ingest.seconds, 3), "raw_copy_s": round(copy_s, 3),
-               "ratio": round(copy_s / ingest.seconds, 4),
-               "ingest_rows_per_s": round(args.rows / ingest.seconds),
-               "raw_copy_rows_per_s": round(args.rows / copy_s),
-               "peak_rss_bytes": ingest.peak_rss_bytes}
+        run = {
+            "ingest_s": round(ingest.seconds, 3),
+            "raw_copy_s": round(copy_s, 3),
+            "ratio": round(copy_s / ingest.seconds, 4),
+            "ingest_rows_per_s": round(args.rows / ingest.seconds),
+            "raw_copy_rows_per_s": round(args.rows / copy_s),
+            "peak_rss_bytes": ingest.peak_rss_bytes,
+        }
         runs.append(run)
-        print(f"run {i + 1}: ingest {ingest.seconds:.2f} s, raw COPY {copy_s:.2f} s, "
-              f"ratio {run['ratio']:.3f}, peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB",
-              flush=True)
+        print(
+            f"run {i + 1}: ingest {ingest.seconds:.2f} s, raw COPY {copy_s:.2f} s, "
+            f"ratio {run['ratio']:.3f}, peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB",
+            flush=True,
+        )
     common.drop_database(db)
     ratio = statistics.median(r["ratio"] for r in runs)
     print(f"median ingest/raw-COPY ratio over {args.runs} runs at {args.rows:,} rows: {ratio:.3f}")
     out = common.ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC)
-    result = {"benchmark": "ingest_vs_copy", "rows": args.rows, "median_ratio": ratio,
-              "runs": runs, "at": stamp.isoformat(timespec="seconds"),
-              "host": platform.node(),
-              "command": f"python -m benchmarks.ingest_vs_copy --rows {args.rows} "
-                         f"--runs {args.runs}"}
+    result = {
+        "benchmark": "ingest_vs_copy",
+        "rows": args.rows,
+        "median_ratio": ratio,
+        "runs": runs,
+        "at": stamp.isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "command": f"python -m benchmarks.ingest_vs_copy --rows {args.rows} --runs {args.runs}",
+    }
     (out / f"{stamp:%Y-%m-%d}-ingest_vs_copy-{args.rows}.json").write_text(
-        json.dumps(result, indent=2) + "\n")
+        json.dumps(result, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

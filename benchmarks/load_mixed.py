@@ -44,10 +44,16 @@ HOST = "127.0.0.1"  # loopback only: this benchmark never exposes a server
 # (route label, path, query) — a route is used only when the server's OpenAPI lists it.
 MIX = [
     ("/stats/weekly-average", "/stats/weekly-average", {"region": "Prague"}),
-    ("/stats/weekly-average", "/stats/weekly-average",
-     {"bbox": "14.35,49.95,14.55,50.15", "match": "both"}),
-    ("/stats/weekly-average", "/stats/weekly-average",
-     {"region": "Turin", "from": "2018-03-01", "to": "2018-06-30"}),
+    (
+        "/stats/weekly-average",
+        "/stats/weekly-average",
+        {"bbox": "14.35,49.95,14.55,50.15", "match": "both"},
+    ),
+    (
+        "/stats/weekly-average",
+        "/stats/weekly-average",
+        {"region": "Turin", "from": "2018-03-01", "to": "2018-06-30"},
+    ),
     ("/clusters", "/clusters", {"region": "Hamburg", "limit": "20"}),
     ("/clusters", "/clusters", {"bbox": "7.6,45.0,7.8,45.2", "min_trips": "2", "limit": "50"}),
     ("/vehicles", "/vehicles", {"region": "Prague", "limit": "10"}),
@@ -64,13 +70,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_job(client: httpx.AsyncClient, job_id: int, timeout: float,
-                   started: asyncio.Event | None = None) -> dict[str, Any]:
+async def wait_job(
+    client: httpx.AsyncClient, job_id: int, timeout: float, started: asyncio.Event | None = None
+) -> dict[str, Any]:
     """Follow the job's event stream (pushed, not polled) until it succeeds or fails."""
     parser = SseParser()
     async with asyncio.timeout(timeout):
-        async with client.stream("GET", f"/ingestions/{job_id}/events",
-                                 timeout=httpx.Timeout(10, read=None)) as r:
+        async with client.stream(
+            "GET", f"/ingestions/{job_id}/events", timeout=httpx.Timeout(10, read=None)
+        ) as r:
             async for line in r.aiter_lines():
                 ev = parser.feed(line)
                 if ev is None:
@@ -91,8 +99,13 @@ async def ingest(client: httpx.AsyncClient, name: str, force: bool) -> int:
 class Load:
     """An open-loop generator: one request every 1/rate s, at most `concurrency` in flight."""
 
-    def __init__(self, client: httpx.AsyncClient, mix: list[tuple[str, str, dict[str, str]]],
-                 rate: float, concurrency: int):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        mix: list[tuple[str, str, dict[str, str]]],
+        rate: float,
+        concurrency: int,
+    ):
         self.client, self.mix, self.rate = client, mix, rate
         self.slots = asyncio.Semaphore(concurrency)
         self.samples: list[tuple[str, float, int, str | None]] = []  # route, s, status, error
@@ -131,21 +144,28 @@ def summarise(samples: list[tuple[str, float, int, str | None]]) -> dict[str, An
         lat = np.array([s[1] for s in samples if s[0] == label]) * 1000
         errors = [s[3] for s in samples if s[0] == label and s[3]]
         out[label] = {
-            "requests": len(lat), "errors": len(errors), "error_examples": errors[:3],
+            "requests": len(lat),
+            "errors": len(errors),
+            "error_examples": errors[:3],
             "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p95_ms": round(float(np.percentile(lat, 95)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "max_ms": round(float(lat.max()), 1), "mean_ms": round(float(lat.mean()), 1),
+            "max_ms": round(float(lat.max()), 1),
+            "mean_ms": round(float(lat.mean()), 1),
         }
     return out
 
 
-async def scenario(args: argparse.Namespace, base: str, token: str, big: str, warm: str
-                   ) -> dict[str, Any]:
+async def scenario(
+    args: argparse.Namespace, base: str, token: str, big: str, warm: str
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=args.concurrency + 4)
-                                 ) as client:
+    async with httpx.AsyncClient(
+        base_url=base,
+        headers=headers,
+        timeout=30,
+        limits=httpx.Limits(max_connections=args.concurrency + 4),
+    ) as client:
         warm_job = await wait_job(client, await ingest(client, warm, False), 600)
         assert warm_job["state"] == "succeeded", warm_job
         served = set((await client.get("/openapi.json")).json()["paths"])
@@ -159,16 +179,21 @@ async def scenario(args: argparse.Namespace, base: str, token: str, big: str, wa
                 started = asyncio.Event()
                 t0 = time.perf_counter()
                 job_id = await ingest(client, big, force)
-                follow = asyncio.create_task(wait_job(client, job_id, args.ingest_timeout,
-                                                      started))
+                follow = asyncio.create_task(wait_job(client, job_id, args.ingest_timeout, started))
                 await started.wait()
                 if n == 0:
                     first_started.set()
                 job = await follow
-                ingestions.append({"id": job_id, "state": job["state"], "error": job["error"],
-                                   "rows_loaded": job["rows_loaded"], "started_rel_s":
-                                   round(t0 - window.get("start", t0), 1),
-                                   "seconds": round(time.perf_counter() - t0, 1)})
+                ingestions.append(
+                    {
+                        "id": job_id,
+                        "state": job["state"],
+                        "error": job["error"],
+                        "rows_loaded": job["rows_loaded"],
+                        "started_rel_s": round(t0 - window.get("start", t0), 1),
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
+                )
                 force = True
                 if "end" in window or job["state"] != "succeeded":
                     return
@@ -215,14 +240,25 @@ def main() -> None:
     port, token = free_port(), secrets.token_urlsafe(24)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / dbname
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DATABASE_URL": url, "TRIPS_DATA_DIR": str(DATA_DIR),
-           "TRIPS_UPLOAD_DIR": str(work / "uploads"), "TRIPS_WATCH_INBOX": "false",
-           "TRIPS_API_TOKEN": token, "TRIPS_API_LOG": str(work / "api.log")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "TRIPS_DATA_DIR": str(DATA_DIR),
+        "TRIPS_UPLOAD_DIR": str(work / "uploads"),
+        "TRIPS_WATCH_INBOX": "false",
+        "TRIPS_API_TOKEN": token,
+        "TRIPS_API_LOG": str(work / "api.log"),
+    }
     proc = None
     try:
         with open(work / "server.log", "w") as log:
-            proc = subprocess.Popen([TRIPS, "serve", "--host", HOST, "--port", str(port)],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+            proc = subprocess.Popen(
+                [TRIPS, "serve", "--host", HOST, "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+            )
         base = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 60
         while True:  # the server's start-up: nothing to listen to yet
@@ -247,12 +283,21 @@ def main() -> None:
         drop_database(dbname)
     ok = result["errors"] == 0 and all(i["state"] == "succeeded" for i in result["ingestions"])
     report = {
-        "benchmark": "load_mixed", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "benchmark": "load_mixed",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "benchmarks/load_mixed.py", *sys.argv[1:]]),
-        "ok": ok, "rows": args.rows, "warm_rows": args.warm_rows, "rate_per_s": args.rate,
-        "duration_s": args.duration, "concurrency": args.concurrency, "server": HOST,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "ok": ok,
+        "rows": args.rows,
+        "warm_rows": args.warm_rows,
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "concurrency": args.concurrency,
+        "server": HOST,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         **result,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -261,8 +306,10 @@ def main() -> None:
     runs = [(i["rows_loaded"], i["state"], i["seconds"]) for i in result["ingestions"]]
     print(f"{result['requests']} requests, {result['errors']} errors, ingestions {runs}")
     for label, r in result["routes"].items():
-        print(f"  {label:36} n={r['requests']:5} err={r['errors']} p50={r['p50_ms']:8.1f} ms "
-              f"p95={r['p95_ms']:8.1f} ms p99={r['p99_ms']:8.1f} ms")
+        print(
+            f"  {label:36} n={r['requests']:5} err={r['errors']} p50={r['p50_ms']:8.1f} ms "
+            f"p95={r['p95_ms']:8.1f} ms p99={r['p99_ms']:8.1f} ms"
+        )
     print(f"written to {out.relative_to(ROOT)}")
     sys.exit(0 if ok else 1)
 

@@ -22,14 +22,20 @@ def main() -> None:
         url = common.fresh_database("bench_mem")
         run = common.trips_ingest(url, [f])
         out[str(rows)] = {"seconds": round(run.seconds, 1), "peak_rss_bytes": run.peak_rss_bytes}
-        print(f"{rows:,} rows: {run.seconds:.1f} s, peak RSS {run.peak_rss_bytes / 2**20:.0f} MiB",
-              flush=True)
+        print(
+            f"{rows:,} rows: {run.seconds:.1f} s, peak RSS {run.peak_rss_bytes / 2**20:.0f} MiB",
+            flush=True,
+        )
         f.unlink()
     common.drop_database("bench_mem")
     small, big = (out[k]["peak_rss_bytes"] for k in ("1000000", "10000000"))
-    result = {"benchmark": "memory", "runs": out, "ratio_10m_to_1m": round(big / small, 3),
-              "at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "python -m benchmarks.memory"}
+    result = {
+        "benchmark": "memory",
+        "runs": out,
+        "ratio_10m_to_1m": round(big / small, 3),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.memory",
+    }
     print(json.dumps(result, indent=2))
     path = common.ROOT / "benchmarks" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-memory.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

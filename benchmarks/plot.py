@@ -1,6 +1,6 @@
 """The scale curve: ingest rate and query p95 against rows, from benchmarks/results/*.json.
 
-    python -m benchmarks.plot  →  benchmarks/results/scale.png
+python -m benchmarks.plot  →  benchmarks/results/scale.png
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.run import RESULTS  # noqa: E402
 
-KINDS = ("region", "bbox_origin", "bbox_destination", "bbox_both", "bbox_either", "polygon",
-         "clusters")
+KINDS = (
+    "region",
+    "bbox_origin",
+    "bbox_destination",
+    "bbox_both",
+    "bbox_either",
+    "polygon",
+    "clusters",
+)
 
 
 def latest_runs() -> list[dict]:  # type: ignore[type-arg]
@@ -37,14 +44,25 @@ def main() -> None:
     a1.plot(rows, [r["ingest_rows_per_s"] for r in runs], "o-", label="trips ingest (indexed)")
     a1.plot(rows, [r["raw_copy_rows_per_s"] for r in runs], "s--", label="raw COPY, 5 text cols")
     for x, r in zip(rows, runs, strict=True):
-        a1.annotate(f"{r['ingest_vs_raw_copy']:.2f}×", (x, r["ingest_rows_per_s"]),
-                    textcoords="offset points", xytext=(0, 8), ha="center")
-    a1.set(xscale="log", yscale="log", xlabel="trips stored", ylabel="rows/s",
-           title="Ingest rate (label: ingest / raw COPY)")
+        a1.annotate(
+            f"{r['ingest_vs_raw_copy']:.2f}×",
+            (x, r["ingest_rows_per_s"]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+        )
+    a1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="trips stored",
+        ylabel="rows/s",
+        title="Ingest rate (label: ingest / raw COPY)",
+    )
     a1.grid(True, which="both", alpha=0.3)
     a1.legend()
-    kinds = list(KINDS) + sorted({k for r in runs for k in (r.get("queries") or {})
-                                  if k not in KINDS})
+    kinds = list(KINDS) + sorted(
+        {k for r in runs for k in (r.get("queries") or {}) if k not in KINDS}
+    )
     for kind in kinds:
         ys = [((r.get("queries") or {}).get(kind) or {}).get("p95_ms") for r in runs]
         pts = [(x, y) for x, y in zip(rows, ys, strict=True) if y is not None]
@@ -53,8 +71,13 @@ def main() -> None:
     a2.axhline(100, color="grey", ls=":", lw=1)
     a2.axhline(300, color="grey", ls=":", lw=1)
     a2.axhline(1000, color="grey", ls=":", lw=1)
-    a2.set(xscale="log", yscale="log", xlabel="trips stored", ylabel="p95 ms",
-           title="Query p95 (targets 100 / 300 / 1000 ms dotted)")
+    a2.set(
+        xscale="log",
+        yscale="log",
+        xlabel="trips stored",
+        ylabel="p95 ms",
+        title="Query p95 (targets 100 / 300 / 1000 ms dotted)",
+    )
     a2.grid(True, which="both", alpha=0.3)
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=8)

@@ -50,8 +50,14 @@ def _boxes(rng: random.Random, ext: list[tuple], n: int) -> list[BBox]:
         city = max(x1 - x0, y1 - y0)
         side = math.exp(rng.uniform(math.log(0.001), math.log(city)))  # ~100 m → the city
         cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
-        out.append(BBox(max(cx - side / 2, -180), max(cy - side / 2, -90),
-                        min(cx + side / 2, 180), min(cy + side / 2, 90)))
+        out.append(
+            BBox(
+                max(cx - side / 2, -180),
+                max(cy - side / 2, -90),
+                min(cx + side / 2, 180),
+                min(cy + side / 2, 90),
+            )
+        )
     return out
 
 
@@ -95,22 +101,36 @@ async def _run(url: str, seed: int) -> dict[str, Any]:
             samples.setdefault(kind, []).append(await _time(url, conn, q))
 
         for name, *_ in ext:
-            await add("region", lambda c, n=name: weekly.weekly_average(
-                c, region=n, area=None, start=None, end=None, match="origin"))
+            await add(
+                "region",
+                lambda c, n=name: weekly.weekly_average(
+                    c, region=n, area=None, start=None, end=None, match="origin"
+                ),
+            )
         for box in _boxes(rng, ext, max(30, 6 * len(ext))):
             for match in ("origin", "destination", "both", "either"):
-                await add(f"bbox_{match}", lambda c, b=box, m=match: weekly.weekly_average(
-                    c, region=None, area=b, start=None, end=None, match=m))
+                await add(
+                    f"bbox_{match}",
+                    lambda c, b=box, m=match: weekly.weekly_average(
+                        c, region=None, area=b, start=None, end=None, match=m
+                    ),
+                )
         for text in _polygons(rng, ext, 5):
             shape = parse_geometry(text)
             for match in ("origin", "destination", "both", "either"):
                 kind = "polygon" if match in ("origin", "destination") else f"polygon_{match}"
-                await add(kind, lambda c, s=shape, m=match: weekly.weekly_average(
-                    c, region=None, area=s, start=None, end=None, match=m))
+                await add(
+                    kind,
+                    lambda c, s=shape, m=match: weekly.weekly_average(
+                        c, region=None, area=s, start=None, end=None, match=m
+                    ),
+                )
         for name, *_ in ext:
+
             async def top(c: psycopg.AsyncConnection, n: str = name) -> Any:
                 ids = await weekly.region_ids(c, n)
                 return await clusters.clusters(c, regions=ids, bbox=None, limit=100)
+
             await add("clusters", top)
             await add("clusters", top)
         await add("clusters", lambda c: clusters.clusters(c, regions=None, bbox=None, limit=100))
@@ -119,13 +139,21 @@ async def _run(url: str, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, s in samples.items():
         warm, cold = [w for _, w in s], [c for c, _ in s]
-        out[kind] = {"n": len(s), "p50_ms": round(statistics.median(warm), 2),
-                     "p95_ms": round(_pct(warm, 0.95), 2), "max_ms": round(max(warm), 2),
-                     "cold_p50_ms": round(statistics.median(cold), 2),
-                     "cold_p95_ms": round(_pct(cold, 0.95), 2)}
-    out["_meta"] = {"rows": rows, "seed": seed, "regions": [e[0] for e in ext],
-                    "note": "warm = second run on a pooled connection; cold = first run on a "
-                            "fresh connection after DISCARD ALL"}
+        out[kind] = {
+            "n": len(s),
+            "p50_ms": round(statistics.median(warm), 2),
+            "p95_ms": round(_pct(warm, 0.95), 2),
+            "max_ms": round(max(warm), 2),
+            "cold_p50_ms": round(statistics.median(cold), 2),
+            "cold_p95_ms": round(_pct(cold, 0.95), 2),
+        }
+    out["_meta"] = {
+        "rows": rows,
+        "seed": seed,
+        "regions": [e[0] for e in ext],
+        "note": "warm = second run on a pooled connection; cold = first run on a "
+        "fresh connection after DISCARD ALL",
+    }
     return out
 
 
@@ -135,8 +163,9 @@ def run_query_benchmark(database_url: str, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--database-url", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)

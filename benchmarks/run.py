@@ -43,9 +43,10 @@ def _free_port() -> int:
 
 def _wait_job_sse(base: str, job_id: int, timeout: float) -> str:
     """Follow GET /ingestions/{id}/events until `succeeded` or `failed`; returns the state."""
-    with httpx.Client(timeout=httpx.Timeout(timeout, connect=10)) as client, client.stream(
-        "GET", f"{base}/ingestions/{job_id}/events"
-    ) as resp:
+    with (
+        httpx.Client(timeout=httpx.Timeout(timeout, connect=10)) as client,
+        client.stream("GET", f"{base}/ingestions/{job_id}/events") as resp,
+    ):
         if resp.status_code == 404:
             raise LookupError("no SSE route")
         resp.raise_for_status()
@@ -64,8 +65,9 @@ def _wait_job_listen(url: str, job_id: int, timeout: float) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("LISTEN trips_events")
         while time.monotonic() < deadline:
-            state = conn.execute("SELECT state FROM ingestion_jobs WHERE id = %s",
-                                 [job_id]).fetchone()
+            state = conn.execute(
+                "SELECT state FROM ingestion_jobs WHERE id = %s", [job_id]
+            ).fetchone()
             if state and state[0] in ("succeeded", "failed"):
                 return str(state[0])
             for _ in conn.notifies(timeout=5, stop_after=1):
@@ -79,8 +81,12 @@ def api_ingest(url: str, path: Path, timeout: float = 7200) -> dict[str, Any]:
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "TRIPS_DATA_DIR": str(inbox)}
     log = open(common.DATA_DIR / "bench-serve.log", "ab")  # noqa: SIM115
-    server = subprocess.Popen([common.TRIPS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [common.TRIPS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -97,8 +103,7 @@ def api_ingest(url: str, path: Path, timeout: float = 7200) -> dict[str, Any]:
         # Same bytes, no copy. The inbox watcher may queue it first: then the POST (not forced)
         # answers that same job, so the file is loaded exactly once either way.
         os.link(path, inbox / path.name)
-        resp = httpx.post(f"{base}/ingestions", json={"path": path.name},
-                          timeout=600)
+        resp = httpx.post(f"{base}/ingestions", json={"path": path.name}, timeout=600)
         resp.raise_for_status()
         job_id = int(resp.json()["id"])
         try:
@@ -160,14 +165,22 @@ def machine(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         postgis = conn.execute("SELECT postgis_lib_version()").fetchone()[0]  # type: ignore[index]
-        settings = dict(conn.execute(
-            """SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
+        settings = dict(
+            conn.execute(
+                """SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
                ('shared_buffers', 'work_mem', 'maintenance_work_mem', 'wal_level',
                 'synchronous_commit', 'max_parallel_workers_per_gather', 'max_wal_size')"""
-        ).fetchall())
-    return {"cores": os.cpu_count(), "memory": mem, "postgresql": pg, "postgis": postgis,
-            "python": platform.python_version(), "host": platform.node(),
-            "server_settings": settings}
+            ).fetchall()
+        )
+    return {
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "postgresql": pg,
+        "postgis": postgis,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "server_settings": settings,
+    }
 
 
 def query_benchmark(url: str, seed: int) -> dict[str, Any] | None:
@@ -182,12 +195,16 @@ def query_benchmark(url: str, seed: int) -> dict[str, Any] | None:
 def write_markdown(result: dict[str, Any], path: Path) -> None:
     r = result
     lines = [
-        f"# Benchmark: {r['rows']:,} trips ({r['at']})", "",
-        f"Command: `{r['command']}`", "",
+        f"# Benchmark: {r['rows']:,} trips ({r['at']})",
+        "",
+        f"Command: `{r['command']}`",
+        "",
         f"Machine: {r['machine']['cores']} cores, {r['machine']['memory'] / 2**30:.0f} GiB, "
         f"PostgreSQL {r['machine']['postgresql']}, PostGIS {r['machine']['postgis']} "
-        "(shared with other work while it ran: figures are noisy).", "",
-        "| measure | value |", "| --- | --- |",
+        "(shared with other work while it ran: figures are noisy).",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
         f"| files | {r['files']} × {r['rows'] // r['files']:,} rows |",
         f"| generate | {r['generate_rows_per_s']:,.0f} rows/s |",
         f"| raw COPY (unlogged, 5 text columns) | {r['raw_copy_rows_per_s']:,.0f} rows/s |",
@@ -197,10 +214,14 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB |",
     ]
     if r.get("api"):
-        lines.append(f"| API worker (1 file, waited via {r['api']['waited_via']}) | "
-                     f"{r['api']['rows_per_s']:,.0f} rows/s |")
-    lines.append(f"| database size | {r['db_bytes'] / 2**30:.2f} GiB "
-                 f"({r['db_bytes'] / r['rows']:.0f} B/row) |")
+        lines.append(
+            f"| API worker (1 file, waited via {r['api']['waited_via']}) | "
+            f"{r['api']['rows_per_s']:,.0f} rows/s |"
+        )
+    lines.append(
+        f"| database size | {r['db_bytes'] / 2**30:.2f} GiB "
+        f"({r['db_bytes'] / r['rows']:.0f} B/row) |"
+    )
     for k, v in r["store"]["bytes_per_row"].items():
         lines.append(f"| {k} | {v} B/row |")
     lines += ["", "| query kind | p50 ms | p95 ms |", "| --- | --- | --- |"]
@@ -213,17 +234,21 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=0, help="default: 2, or one per 10M rows")
     ap.add_argument("--gzip", action="store_true", help="write .csv.gz files")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the database and the files")
     ap.add_argument("--keep-db", action="store_true", help="keep the database (for --queries-only)")
-    ap.add_argument("--queries-only", action="store_true",
-                    help="rerun only the query benchmark on the kept bench_<rows> database and "
-                         "update the latest result file of that size")
+    ap.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="rerun only the query benchmark on the kept bench_<rows> database and "
+        "update the latest result file of that size",
+    )
     ap.add_argument("--no-api", action="store_true", help="ingest every file with trips ingest")
     args = ap.parse_args()
     rows = args.rows
@@ -238,10 +263,11 @@ def main() -> None:
     # 1. generate (each file its own seed, so no two have the same bytes)
     suffix = ".csv.gz" if args.gzip else ".csv"
     per = [rows // k + (1 if i < rows % k else 0) for i in range(k)]
-    files = [common.DATA_DIR / f"trips-{rows}-s{args.seed}-{i + 1}of{k}{suffix}"
-             for i in range(k)]
-    gen_s = sum(common.generate(n, f, args.seed * 1000 + i) for i, (n, f) in
-                enumerate(zip(per, files, strict=True)))
+    files = [common.DATA_DIR / f"trips-{rows}-s{args.seed}-{i + 1}of{k}{suffix}" for i in range(k)]
+    gen_s = sum(
+        common.generate(n, f, args.seed * 1000 + i)
+        for i, (n, f) in enumerate(zip(per, files, strict=True))
+    )
     gen_rate = rows / gen_s if gen_s else float("nan")
     print(f"generated in {gen_s:.1f} s ({gen_rate:,.0f} rows/s)", flush=True)
 
@@ -262,18 +288,27 @@ def main() -> None:
         one = common.trips_ingest(url, [f])
         ingest.seconds += one.seconds
         ingest.peak_rss_bytes = max(ingest.peak_rss_bytes, one.peak_rss_bytes)
-        print(f"  {f.name}: {one.seconds:.1f} s ({n / one.seconds:,.0f} rows/s), "
-              f"peak RSS {one.peak_rss_bytes / 2**20:.0f} MiB", flush=True)
+        print(
+            f"  {f.name}: {one.seconds:.1f} s ({n / one.seconds:,.0f} rows/s), "
+            f"peak RSS {one.peak_rss_bytes / 2**20:.0f} MiB",
+            flush=True,
+        )
         if not args.keep:
             f.unlink(missing_ok=True)
-    print(f"trips ingest {ingest.seconds:.1f} s ({cli_rows / ingest.seconds:,.0f} rows/s), "
-          f"peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB", flush=True)
+    print(
+        f"trips ingest {ingest.seconds:.1f} s ({cli_rows / ingest.seconds:,.0f} rows/s), "
+        f"peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB",
+        flush=True,
+    )
     api = None
     if api_file is not None:
         api = api_ingest(url, api_file)
         api["rows_per_s"] = api["rows"] / api["seconds"]
-        print(f"API worker {api['seconds']:.1f} s ({api['rows_per_s']:,.0f} rows/s) "
-              f"via {api['waited_via']}", flush=True)
+        print(
+            f"API worker {api['seconds']:.1f} s ({api['rows_per_s']:,.0f} rows/s) "
+            f"via {api['waited_via']}",
+            flush=True,
+        )
     ingest_s = ingest.seconds + (api["seconds"] if api else 0.0)
     with psycopg.connect(url) as conn:
         stored = conn.execute("SELECT count(*) FROM trips").fetchone()[0]  # type: ignore[index]
@@ -288,15 +323,23 @@ def main() -> None:
     ingest_rate = rows / ingest_s
     copy_rate = rows / copy_s
     result: dict[str, Any] = {
-        "rows": rows, "files": k, "at": at.isoformat(timespec="seconds"), "command": cmd,
+        "rows": rows,
+        "files": k,
+        "at": at.isoformat(timespec="seconds"),
+        "command": cmd,
         "generate_rows_per_s": round(gen_rate),
         "ingest_rows_per_s": round(ingest_rate),
         "raw_copy_rows_per_s": round(copy_rate),
         "ingest_vs_raw_copy": round(ingest_rate / copy_rate, 4),
-        "ingest_seconds": round(ingest_s, 2), "raw_copy_seconds": round(copy_s, 2),
-        "cli": {"files": len(cli_files), "rows": cli_rows, "seconds": round(ingest.seconds, 2),
-                "rows_per_s": round(cli_rows / ingest.seconds),
-                "peak_rss_bytes": ingest.peak_rss_bytes},
+        "ingest_seconds": round(ingest_s, 2),
+        "raw_copy_seconds": round(copy_s, 2),
+        "cli": {
+            "files": len(cli_files),
+            "rows": cli_rows,
+            "seconds": round(ingest.seconds, 2),
+            "rows_per_s": round(cli_rows / ingest.seconds),
+            "peak_rss_bytes": ingest.peak_rss_bytes,
+        },
         "api": api,
         "peak_rss_bytes": ingest.peak_rss_bytes,
         "trips_stored": stored,

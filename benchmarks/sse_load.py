@@ -73,8 +73,10 @@ class Subscriber:
     async def run(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
-            writer.write(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         "Accept: text/event-stream\r\n\r\n".encode())
+            writer.write(
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode()
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), head[:100]
             buf = ""
@@ -120,14 +122,20 @@ async def wait_job(url: str, job_id: int, timeout: float = 900) -> dict[str, Any
         while time.monotonic() < deadline:
             cur = await conn.execute(
                 "SELECT state, rows_read, started_at, finished_at, error, created_at "
-                "FROM ingestion_jobs WHERE id = %s", [job_id])
+                "FROM ingestion_jobs WHERE id = %s",
+                [job_id],
+            )
             row = await cur.fetchone()
             if row and row[0] in ("succeeded", "failed"):
                 # finished_at is the start of the loader's final transaction (now()), so
                 # started_at..finished_at spans the read+COPY phase only, not index builds.
-                return {"state": row[0], "rows": row[1], "error": row[4],
-                        "read_phase_s": (row[3] - row[2]).total_seconds(),
-                        "queued_s": round((row[2] - row[5]).total_seconds(), 2)}
+                return {
+                    "state": row[0],
+                    "rows": row[1],
+                    "error": row[4],
+                    "read_phase_s": (row[3] - row[2]).total_seconds(),
+                    "queued_s": round((row[2] - row[5]).total_seconds(), 2),
+                }
             async for _ in conn.notifies(timeout=2.0, stop_after=1):
                 pass
     raise TimeoutError(f"job {job_id} did not finish")
@@ -138,7 +146,8 @@ def connections(url: str, dbname: str) -> dict[str, int]:
         rows = conn.execute(
             "SELECT coalesce(nullif(application_name, ''), '(none)'), count(*) "
             "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() GROUP BY 1",
-            [dbname]).fetchall()
+            [dbname],
+        ).fetchall()
     return {name: int(n) for name, n in rows}
 
 
@@ -148,15 +157,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one_round(base: str, port: int, url: str, dbname: str, subscribers: int,
-                    api_pid: int) -> dict[str, Any]:
+async def one_round(
+    base: str, port: int, url: str, dbname: str, subscribers: int, api_pid: int
+) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT coalesce(max(id), 0) FROM ingestion_events").fetchone()
         start_id = int(row[0]) if row else 0
     # Each subscriber resumes just before the last stored event: once that one has arrived, its
     # replay from the table is over and it is live, so no replay overlaps the ingestion.
-    subs = [Subscriber(port, f"/ingestions/events?last_event_id={start_id - 1}", start_id)
-            for _ in range(subscribers)]
+    subs = [
+        Subscriber(port, f"/ingestions/events?last_event_id={start_id - 1}", start_id)
+        for _ in range(subscribers)
+    ]
     t0 = time.monotonic()
     tasks = [asyncio.create_task(s.run()) for s in subs]
     await asyncio.wait_for(asyncio.gather(*(s.live.wait() for s in subs)), 120)
@@ -179,23 +191,36 @@ async def one_round(base: str, port: int, url: str, dbname: str, subscribers: in
     own_cpu_s = time.process_time() - own_cpu0  # this process: the subscribers
     await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 120)
     with psycopg.connect(url, autocommit=True) as conn:
-        table = [(int(i), t) for i, t in conn.execute(
-            "SELECT id, type FROM ingestion_events WHERE job_id = %s ORDER BY id", [job_id])]
+        table = [
+            (int(i), t)
+            for i, t in conn.execute(
+                "SELECT id, type FROM ingestion_events WHERE job_id = %s ORDER BY id", [job_id]
+            )
+        ]
         # Keep rounds alike: drop this round's trips partition before the next one.
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-            sql.Identifier(f"trips_job_{job_id}")))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"trips_job_{job_id}"))
+        )
     complete = sum(1 for s in subs if s.of_job(job_id) == table)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"job_id": job_id, "subscribers": subscribers, **result,
-            "wall_s": round(wall_s, 2), "rows_per_s": round(result["rows"] / wall_s),
-            "read_phase_rows_per_s": round(result["rows"] / result["read_phase_s"]),
-            "job_events": len(table), "progress_events": sum(t == "progress" for _, t in table),
-            "subscribers_with_every_event": complete,
-            "events_received": sum(len(s.of_job(job_id)) for s in subs),
-            "connections_during": conns_during, "subscribers_live_s": round(connect_s, 2),
-            "api_cpu_s": round(api_cpu_s, 2), "subscribers_cpu_s": round(own_cpu_s, 2)}
+    return {
+        "job_id": job_id,
+        "subscribers": subscribers,
+        **result,
+        "wall_s": round(wall_s, 2),
+        "rows_per_s": round(result["rows"] / wall_s),
+        "read_phase_rows_per_s": round(result["rows"] / result["read_phase_s"]),
+        "job_events": len(table),
+        "progress_events": sum(t == "progress" for _, t in table),
+        "subscribers_with_every_event": complete,
+        "events_received": sum(len(s.of_job(job_id)) for s in subs),
+        "connections_during": conns_during,
+        "subscribers_live_s": round(connect_s, 2),
+        "api_cpu_s": round(api_cpu_s, 2),
+        "subscribers_cpu_s": round(own_cpu_s, 2),
+    }
 
 
 def main() -> None:
@@ -206,8 +231,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    server_url = subprocess.run([TRIPS, "db", "url"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+    server_url = subprocess.run(
+        [TRIPS, "db", "url"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     dbname = f"trips_sse_bench_{uuid.uuid4().hex[:8]}"
     admin = _with_db(server_url, "postgres")
     url = _with_db(server_url, dbname)
@@ -216,15 +242,26 @@ def main() -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     proc = None
     try:
-        subprocess.run([TRIPS, "generate", "--rows", str(args.rows), "--out",
-                        str(work / "bench.csv")], check=True, capture_output=True)
+        subprocess.run(
+            [TRIPS, "generate", "--rows", str(args.rows), "--out", str(work / "bench.csv")],
+            check=True,
+            capture_output=True,
+        )
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPS_")}
-        env.update({"DATABASE_URL": url, "TRIPS_DATA_DIR": str(work), "TRIPS_API_LOG": "",
-                    "TRIPS_WATCH_INBOX": "false", "TRIPS_UPLOAD_DIR": str(work / "uploads")})
+        env.update(
+            {
+                "DATABASE_URL": url,
+                "TRIPS_DATA_DIR": str(work),
+                "TRIPS_API_LOG": "",
+                "TRIPS_WATCH_INBOX": "false",
+                "TRIPS_UPLOAD_DIR": str(work / "uploads"),
+            }
+        )
         log = open(work / "server.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen([TRIPS, "serve", "--port", str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [TRIPS, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -256,8 +293,9 @@ def main() -> None:
             proc.wait(timeout=60)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SET statement_timeout = '120s'")  # a shared cluster may be busy
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
         shutil.rmtree(work, ignore_errors=True)  # the generated file and the server log
 
 
@@ -266,12 +304,15 @@ def write_results(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> Non
 
     def median(key: str, with_subscribers: bool) -> float:
         return statistics.median(
-            r[key] for r in rounds if (r["subscribers"] > 0) == with_subscribers)
+            r[key] for r in rounds if (r["subscribers"] > 0) == with_subscribers
+        )
 
     ratio = median("rows_per_s", True) / median("rows_per_s", False)
     read_ratio = median("read_phase_rows_per_s", True) / median("read_phase_rows_per_s", False)
     summary = {
-        "rows": args.rows, "subscribers": args.subscribers, "repeats": args.repeats,
+        "rows": args.rows,
+        "subscribers": args.subscribers,
+        "repeats": args.repeats,
         "median_rows_per_s_without_subscribers": median("rows_per_s", False),
         "median_rows_per_s_with_subscribers": median("rows_per_s", True),
         "throughput_ratio": round(ratio, 3),
@@ -282,25 +323,40 @@ def write_results(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> Non
         "median_api_cpu_s_without": median("api_cpu_s", False),
         "median_api_cpu_s_with": median("api_cpu_s", True),
         "every_subscriber_got_every_event": all(
-            r["subscribers_with_every_event"] == r["subscribers"] for r in loaded),
-        "listen_connections_during": sorted({r["connections_during"].get(APPLICATION_NAME, 0)
-                                             for r in loaded}),
+            r["subscribers_with_every_event"] == r["subscribers"] for r in loaded
+        ),
+        "listen_connections_during": sorted(
+            {r["connections_during"].get(APPLICATION_NAME, 0) for r in loaded}
+        ),
         "passed": None,
     }
-    summary["passed"] = (summary["every_subscriber_got_every_event"]
-                         and summary["listen_connections_during"] == [1] and ratio > 0.9)
+    summary["passed"] = (
+        summary["every_subscriber_got_every_event"]
+        and summary["listen_connections_during"] == [1]
+        and ratio > 0.9
+    )
     out = args.out or ROOT / "benchmarks" / "results" / f"sse-load-{dt.date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "summary": summary, "rounds": rounds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "command": " ".join(["benchmarks/sse_load.py", *sys.argv[1:]]),
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }, indent=2, default=str) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "rounds": rounds,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "command": " ".join(["benchmarks/sse_load.py", *sys.argv[1:]]),
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     print(json.dumps(summary, indent=2))
     print(f"written to {out}")
-
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ from rich.console import Console
 
 from service.settings import Settings
 
-app = typer.Typer(help="PostGIS trip analytics service.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-db_app = typer.Typer(help="The database: embedded local cluster and migrations.",
-                     no_args_is_help=True)
+app = typer.Typer(
+    help="PostGIS trip analytics service.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+db_app = typer.Typer(
+    help="The database: embedded local cluster and migrations.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
@@ -86,8 +88,10 @@ def _is_loopback(host: str) -> bool:
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="bind address (default TRIPS_HOST)"),
-          port: int = typer.Option(None, help="port (default TRIPS_PORT)")) -> None:
+def serve(
+    host: str = typer.Option(None, help="bind address (default TRIPS_HOST)"),
+    port: int = typer.Option(None, help="port (default TRIPS_PORT)"),
+) -> None:
     """Serve the HTTP API with an in-process worker and the inbox watcher."""
     import uvicorn
 
@@ -97,8 +101,10 @@ def serve(host: str = typer.Option(None, help="bind address (default TRIPS_HOST)
     host = host or settings.host
     port = port or settings.port
     if not _is_loopback(host) and not settings.api_token:
-        console.print(f"[bold red]WARNING: serving on {host} without TRIPS_API_TOKEN: anyone who "
-                      "can reach this address can ingest data.[/]")
+        console.print(
+            f"[bold red]WARNING: serving on {host} without TRIPS_API_TOKEN: anyone who "
+            "can reach this address can ingest data.[/]"
+        )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

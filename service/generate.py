@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,9 @@ START = np.datetime64("2018-01-01T00:00:00", "s")
 WEEKS = 52
 HOTSPOTS = 8
 # Relative trip intensity per hour of day, and per weekday (Monday first).
-HOURLY = np.array([1, 0.5, 0.3, 0.3, 0.5, 1.5, 4, 8, 9, 6, 4, 4, 5, 4, 4, 5, 7, 9, 8, 5, 4, 3, 2,
-                   1.5])
+HOURLY = np.array(
+    [1, 0.5, 0.3, 0.3, 0.5, 1.5, 4, 8, 9, 6, 4, 4, 5, 4, 4, 5, 7, 9, 8, 5, 4, 3, 2, 1.5]
+)
 DAILY = np.array([1.0, 1.0, 1.0, 1.0, 1.1, 0.7, 0.5])
 HEADER = b"region,origin_coord,destination_coord,datetime,datasource\n"
 CHUNK = 500_000
@@ -131,32 +133,49 @@ def _chunk(seed: int, index: int, n: int, spots: np.ndarray) -> bytes:
     day = rng.choice(7, n, p=DAILY / DAILY.sum())
     hour = rng.choice(24, n, p=HOURLY / HOURLY.sum())
     secs = ((week * 7 + day) * 24 + hour) * 3600 + rng.integers(0, 3600, n)
-    home = rng.integers(0, HOTSPOTS // 2, n)           # residential spots: first half
-    work = rng.integers(HOTSPOTS // 2, HOTSPOTS, n)    # business spots: second half
-    evening = hour >= 15                               # commuting: home → work, then back
+    home = rng.integers(0, HOTSPOTS // 2, n)  # residential spots: first half
+    work = rng.integers(HOTSPOTS // 2, HOTSPOTS, n)  # business spots: second half
+    evening = hour >= 15  # commuting: home → work, then back
     o_spot = np.where(evening, work, home)
     d_spot = np.where(evening, home, work)
     lon0, lat0, half = _LON0[city], _LAT0[city], _HALF[city]
 
     def place(spot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hot = rng.random(n) < 0.7
-        x = np.where(hot, spots[city, spot, 0] + rng.normal(0, 0.012, n),
-                     lon0 + rng.uniform(-1, 1, n) * half)
-        y = np.where(hot, spots[city, spot, 1] + rng.normal(0, 0.008, n),
-                     lat0 + rng.uniform(-1, 1, n) * half)
+        x = np.where(
+            hot, spots[city, spot, 0] + rng.normal(0, 0.012, n), lon0 + rng.uniform(-1, 1, n) * half
+        )
+        y = np.where(
+            hot, spots[city, spot, 1] + rng.normal(0, 0.008, n), lat0 + rng.uniform(-1, 1, n) * half
+        )
         return _coordinate(x), _coordinate(y)
 
     ox, oy = place(o_spot)
     dx, dy = place(d_spot)
-    source = np.searchsorted(np.cumsum(DS_WEIGHTS / DS_WEIGHTS.sum()), rng.random(n),
-                             side="right").clip(0, len(DATASOURCES) - 1)
+    source = np.searchsorted(
+        np.cumsum(DS_WEIGHTS / DS_WEIGHTS.sum()), rng.random(n), side="right"
+    ).clip(0, len(DATASOURCES) - 1)
     # One fixed-width byte matrix per line, NUL where a field is shorter than its width; the
     # non-NUL bytes in row-major order are exactly the CSV text.
-    matrix = np.concatenate([
-        _REGION_TEXT[city], _const(",POINT (", n), ox, _const(" ", n), oy,
-        _const("),POINT (", n), dx, _const(" ", n), dy, _const("),", n), _stamp(secs),
-        _const(",", n), _SOURCE_TEXT[source], _const("\n", n),
-    ], axis=1)
+    matrix = np.concatenate(
+        [
+            _REGION_TEXT[city],
+            _const(",POINT (", n),
+            ox,
+            _const(" ", n),
+            oy,
+            _const("),POINT (", n),
+            dx,
+            _const(" ", n),
+            dy,
+            _const("),", n),
+            _stamp(secs),
+            _const(",", n),
+            _SOURCE_TEXT[source],
+            _const("\n", n),
+        ],
+        axis=1,
+    )
     return matrix[matrix != 0].tobytes()
 
 
@@ -181,7 +200,7 @@ def iter_chunks(rows: int, seed: int = 42, threads: int = 2, gz: bool = False) -
             yield f.result()
 
 
-def generate_file(out: Path, rows: int, seed: int = 42, console=None) -> float:  # type: ignore[no-untyped-def]
+def generate_file(out: Path, rows: int, seed: int = 42, console: Any = None) -> float:
     """Write `rows` trips to `out` (gzip when it ends in .gz); returns rows per second."""
     out.parent.mkdir(parents=True, exist_ok=True)
     gz = out.suffix == ".gz"

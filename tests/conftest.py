@@ -63,8 +63,9 @@ def template_db(server_url: str) -> Iterator[str]:
     migrate(_with_db(server_url, name))
     yield name
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -73,12 +74,16 @@ def db_url(server_url: str, template_db: str) -> Iterator[str]:
     name = f"trips_t_{uuid.uuid4().hex[:12]}"
     admin = _with_db(server_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
     yield _with_db(server_url, name)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -90,9 +95,16 @@ def inbox(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(db_url: str, inbox: Path, tmp_path: Path) -> Settings:
-    return Settings(database_url=db_url, data_dir=inbox, upload_dir=tmp_path / "uploads",
-                    api_log=None, watch_inbox=False, heartbeat_seconds=1.0,
-                    stale_after_seconds=5.0, _env_file=None)
+    return Settings(
+        database_url=db_url,
+        data_dir=inbox,
+        upload_dir=tmp_path / "uploads",
+        api_log=None,
+        watch_inbox=False,
+        heartbeat_seconds=1.0,
+        stale_after_seconds=5.0,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from service.settings import Settings
 FINAL = ("succeeded", "failed")
 
 
-def wait_for_job(url: str, job_id: int, states: tuple[str, ...] = FINAL,
-                 timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_job(
+    url: str, job_id: int, states: tuple[str, ...] = FINAL, timeout: float = 60.0
+) -> dict[str, Any]:
     """Block until the job reaches one of `states`, woken by its NOTIFY events."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:

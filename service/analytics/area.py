@@ -87,7 +87,7 @@ def parse_geometry(body: bytes | str | dict[str, Any]) -> Shape:
     kind = obj.get("type")
     if kind == "Feature":
         try:
-            feature = Feature.model_validate(obj)
+            feature: Any = Feature.model_validate(obj)
         except ValidationError as e:
             raise AreaError(f"invalid GeoJSON Feature: {_first_error(e)}") from None
         if feature.geometry is None:
@@ -110,8 +110,10 @@ def parse_geometry(body: bytes | str | dict[str, Any]) -> Shape:
         raise AreaError(f"invalid {kind}: {explain_validity(shp)}")
     if shp.area == 0:
         raise AreaError(f"the {kind} has no area")
-    return Shape(orjson.dumps(geom.model_dump(exclude_none=True)).decode(),
-                 tuple(float(v) for v in shp.bounds))  # type: ignore[arg-type]
+    return Shape(
+        orjson.dumps(geom.model_dump(exclude_none=True)).decode(),
+        tuple(float(v) for v in shp.bounds),  # type: ignore[arg-type]
+    )
 
 
 def _first_error(e: ValidationError) -> str:

@@ -49,8 +49,9 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 def weekly_cmd(
     region: str = typer.Option(None, help="region name (case-insensitive)"),
     bbox: str = typer.Option(None, help="minx,miny,maxx,maxy in lon/lat"),
-    polygon: Path = typer.Option(None, exists=True, dir_okay=False,
-                                 help="GeoJSON Polygon/MultiPolygon/Feature file"),
+    polygon: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="GeoJSON Polygon/MultiPolygon/Feature file"
+    ),
     from_: str = typer.Option(None, "--from", help="first day YYYY-MM-DD"),
     to: str = typer.Option(None, help="last day YYYY-MM-DD"),
     match: str = typer.Option("origin", help="origin, destination, both or either"),
@@ -60,10 +61,18 @@ def weekly_cmd(
     try:
         if bbox and polygon:
             raise AreaError("give --bbox or --polygon, not both")
-        area = parse_bbox(bbox) if bbox else (
-            parse_geometry(polygon.read_bytes()) if polygon else None)
-        kw = {"region": region, "area": area, "start": parse_date(from_, "--from"),
-              "end": parse_date(to, "--to"), "match": parse_match(match)}
+        area = (
+            parse_bbox(bbox)
+            if bbox
+            else (parse_geometry(polygon.read_bytes()) if polygon else None)
+        )
+        kw = {
+            "region": region,
+            "area": area,
+            "start": parse_date(from_, "--from"),
+            "end": parse_date(to, "--to"),
+            "match": parse_match(match),
+        }
         result = asyncio.run(_weekly(_url(Settings()), **kw))
     except AreaError as e:
         raise _fail(str(e)) from None
@@ -72,9 +81,11 @@ def weekly_cmd(
     if as_json:
         typer.echo(orjson.dumps(result).decode())
         return
-    typer.echo(f"weekly average {result['weekly_average']:.4f} ({result['trips']} trips over "
-               f"{result['weeks']} weeks {result['from']} … {result['to']}, match "
-               f"{result['match']})")
+    typer.echo(
+        f"weekly average {result['weekly_average']:.4f} ({result['trips']} trips over "
+        f"{result['weeks']} weeks {result['from']} … {result['to']}, match "
+        f"{result['match']})"
+    )
     for s in result["series"]:
         typer.echo(f"  {s['week']}  {s['trips']:>10}")
 
@@ -87,8 +98,12 @@ def clusters_cmd(
     min_trips: int = typer.Option(1, min=1),
     limit: int = typer.Option(20, min=1, max=cq.MAX_LIMIT),
     geojson: bool = typer.Option(False, "--geojson", help="print a GeoJSON FeatureCollection"),
-    rebuild: bool = typer.Option(False, "--rebuild", help="recompute every cluster with the "
-                                 "current TRIPS_CLUSTER_CELL / TRIPS_CLUSTER_BUCKET_MINUTES"),
+    rebuild: bool = typer.Option(
+        False,
+        "--rebuild",
+        help="recompute every cluster with the "
+        "current TRIPS_CLUSTER_CELL / TRIPS_CLUSTER_BUCKET_MINUTES",
+    ),
 ) -> None:
     """Print the largest clusters of similar trips."""
     settings = Settings()
@@ -96,16 +111,28 @@ def clusters_cmd(
     if rebuild:
         with psycopg.connect(url, autocommit=True) as conn:
             n = cq.rebuild(conn, settings.cluster_cell, settings.cluster_bucket_minutes)
-        typer.echo(f"rebuilt {n} clusters with cell {settings.cluster_cell}° and "
-                   f"{settings.cluster_bucket_minutes}-minute buckets", err=True)
+        typer.echo(
+            f"rebuilt {n} clusters with cell {settings.cluster_cell}° and "
+            f"{settings.cluster_bucket_minutes}-minute buckets",
+            err=True,
+        )
     else:
         with psycopg.connect(url, autocommit=True) as conn:
             cq.sync_params(conn, settings)
     try:
         t0 = cq.parse_time(time_from, "--time-from", 0)
         t1 = cq.parse_time(time_to, "--time-to", 1440)
-        fc = asyncio.run(_clusters(url, region, bbox=parse_bbox(bbox), time_from=t0,
-                                   time_to=t1, min_trips=min_trips, limit=limit))
+        fc = asyncio.run(
+            _clusters(
+                url,
+                region,
+                bbox=parse_bbox(bbox),
+                time_from=t0,
+                time_to=t1,
+                min_trips=min_trips,
+                limit=limit,
+            )
+        )
     except (AreaError, ValueError) as e:
         raise _fail(str(e)) from None
     except weekly.UnknownRegion as e:
@@ -113,13 +140,17 @@ def clusters_cmd(
     if geojson:
         typer.echo(orjson.dumps(fc).decode())
         return
-    typer.echo(f"{'trips':>8}  {'region':<16} {'bucket':<12} {'origin cell':<16} "
-               f"{'destination cell':<16} mean origin → mean destination")
+    typer.echo(
+        f"{'trips':>8}  {'region':<16} {'bucket':<12} {'origin cell':<16} "
+        f"{'destination cell':<16} mean origin → mean destination"
+    )
     for f in fc["features"]:
         p, (o, d) = f["properties"], f["geometry"]["coordinates"]
-        typer.echo(f"{p['trips']:>8}  {p['region']:<16} {p['time_bucket']:<12} "
-                   f"{str(tuple(p['origin_cell'])):<16} {str(tuple(p['destination_cell'])):<16} "
-                   f"({o[0]:.5f}, {o[1]:.5f}) → ({d[0]:.5f}, {d[1]:.5f})")
+        typer.echo(
+            f"{p['trips']:>8}  {p['region']:<16} {p['time_bucket']:<12} "
+            f"{str(tuple(p['origin_cell'])):<16} {str(tuple(p['destination_cell'])):<16} "
+            f"({o[0]:.5f}, {o[1]:.5f}) → ({d[0]:.5f}, {d[1]:.5f})"
+        )
 
 
 def register(app: typer.Typer) -> None:

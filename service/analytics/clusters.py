@@ -80,9 +80,16 @@ def parse_time(value: str | None, name: str, default: int) -> int:
     return h * 60 + m
 
 
-async def clusters(conn: AsyncConnection, *, regions: list[int] | None, bbox: BBox | None,
-                   time_from: int = 0, time_to: int = 1440, min_trips: int = 1,
-                   limit: int = 100) -> dict[str, Any]:
+async def clusters(
+    conn: AsyncConnection,
+    *,
+    regions: list[int] | None,
+    bbox: BBox | None,
+    time_from: int = 0,
+    time_to: int = 1440,
+    min_trips: int = 1,
+    limit: int = 100,
+) -> dict[str, Any]:
     """Clusters most trips first, as a GeoJSON FeatureCollection.
 
     Buckets overlapping [time_from, time_to) (minutes since midnight) are kept.
@@ -90,10 +97,17 @@ async def clusters(conn: AsyncConnection, *, regions: list[int] | None, bbox: BB
     cell, minutes = await params(conn)
     if time_to <= time_from:
         raise ValueError(f"time_to must be after time_from ({time_from} >= {time_to} minutes)")
-    p = {"regions": regions, "b0": time_from // minutes, "b1": (time_to - 1) // minutes,
-         "min_trips": min_trips, "limit": min(limit, MAX_LIMIT),
-         "minx": bbox.minx if bbox else None, "miny": bbox.miny if bbox else None,
-         "maxx": bbox.maxx if bbox else None, "maxy": bbox.maxy if bbox else None}
+    p = {
+        "regions": regions,
+        "b0": time_from // minutes,
+        "b1": (time_to - 1) // minutes,
+        "min_trips": min_trips,
+        "limit": min(limit, MAX_LIMIT),
+        "minx": bbox.minx if bbox else None,
+        "miny": bbox.miny if bbox else None,
+        "maxx": bbox.maxx if bbox else None,
+        "maxy": bbox.maxy if bbox else None,
+    }
     cur = await conn.execute(_TOP_COVERAGE, p)
     coverage = await cur.fetchall()
     from_top = all(complete or matches >= p["limit"] for _, complete, matches in coverage)
@@ -102,35 +116,50 @@ async def clusters(conn: AsyncConnection, *, regions: list[int] | None, bbox: BB
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as c:
         await c.execute(query, p)
         rows = await c.fetchall()
-    features = [{
-        "type": "Feature",
-        "geometry": {"type": "LineString", "coordinates": [[r["ox"], r["oy"]],
-                                                            [r["dx"], r["dy"]]]},
-        "properties": {
-            "region": r["region"], "origin_cell": [r["ocx"], r["ocy"]],
-            "destination_cell": [r["dcx"], r["dcy"]],
-            "time_bucket": bucket_label(r["bucket"], minutes), "trips": r["trips"]},
-    } for r in rows]
-    return {"type": "FeatureCollection", "features": features,
-            "params": {"cell": cell, "bucket_minutes": minutes}}
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "LineString",
+                "coordinates": [[r["ox"], r["oy"]], [r["dx"], r["dy"]]],
+            },
+            "properties": {
+                "region": r["region"],
+                "origin_cell": [r["ocx"], r["ocy"]],
+                "destination_cell": [r["dcx"], r["dcy"]],
+                "time_bucket": bucket_label(r["bucket"], minutes),
+                "trips": r["trips"],
+            },
+        }
+        for r in rows
+    ]
+    return {
+        "type": "FeatureCollection",
+        "features": features,
+        "params": {"cell": cell, "bucket_minutes": minutes},
+    }
 
 
 def sync_params(conn: psycopg.Connection, settings: Settings) -> str | None:
     """At start-up: an empty cluster table takes the settings' parameters; otherwise warn."""
     with conn.transaction():
         row = conn.execute(
-            "SELECT cell, bucket_minutes FROM trip_cluster_params FOR UPDATE").fetchone()
+            "SELECT cell, bucket_minutes FROM trip_cluster_params FOR UPDATE"
+        ).fetchone()
         assert row is not None
         wanted = (settings.cluster_cell, settings.cluster_bucket_minutes)
         if (float(row[0]), int(row[1])) == wanted:
             return None
         if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM trip_clusters)").fetchone()[0]:  # type: ignore[index]
-            conn.execute("UPDATE trip_cluster_params SET cell = %s, bucket_minutes = %s",
-                         list(wanted))
+            conn.execute(
+                "UPDATE trip_cluster_params SET cell = %s, bucket_minutes = %s", list(wanted)
+            )
             return None
-    msg = (f"stored clusters use cell {row[0]} and bucket {row[1]} min, settings say "
-           f"{wanted[0]} and {wanted[1]}: ingestions keep the stored parameters until "
-           "`trips clusters --rebuild`")
+    msg = (
+        f"stored clusters use cell {row[0]} and bucket {row[1]} min, settings say "
+        f"{wanted[0]} and {wanted[1]}: ingestions keep the stored parameters until "
+        "`trips clusters --rebuild`"
+    )
     log.warning(msg)
     return msg
 
@@ -139,7 +168,8 @@ def rebuild(conn: psycopg.Connection, cell: float, bucket_minutes: int) -> int:
     """Recompute every cluster from the stored trips with new parameters (one transaction)."""
     with conn.transaction():
         conn.execute("SET LOCAL work_mem = '256MB'")
-        row = conn.execute("SELECT rebuild_trip_clusters(%s, %s)",
-                           [cell, bucket_minutes]).fetchone()
+        row = conn.execute(
+            "SELECT rebuild_trip_clusters(%s, %s)", [cell, bucket_minutes]
+        ).fetchone()
     assert row is not None
     return int(row[0])

@@ -35,40 +35,75 @@ def _in_box(column: str) -> sql.Composed:
     return sql.SQL(
         "({col} && ST_MakeEnvelope(%(pminx)s, %(pminy)s, %(pmaxx)s, %(pmaxy)s, 4326)"
         " AND ST_X({col}) BETWEEN %(minx)s AND %(maxx)s"
-        " AND ST_Y({col}) BETWEEN %(miny)s AND %(maxy)s)").format(col=col)
+        " AND ST_Y({col}) BETWEEN %(miny)s AND %(maxy)s)"
+    ).format(col=col)
 
 
 def area_condition(bbox: BBox | None, match: str) -> sql.Composable:
     if bbox is None:
         return sql.SQL("true")
     o, d = _in_box("origin"), _in_box("destination")
-    return {"origin": o, "destination": d,
-            "both": sql.SQL("({} AND {})").format(o, d),
-            "either": sql.SQL("({} OR {})").format(o, d)}[match]
+    return {
+        "origin": o,
+        "destination": d,
+        "both": sql.SQL("({} AND {})").format(o, d),
+        "either": sql.SQL("({} OR {})").format(o, d),
+    }[match]
 
 
-async def trips(conn: AsyncConnection, *, regions: list[int] | None, datasource: str | None,
-                bbox: BBox | None, match: str, start: date | None, end: date | None,
-                limit: int, after_id: int) -> dict[str, Any]:
+async def trips(
+    conn: AsyncConnection,
+    *,
+    regions: list[int] | None,
+    datasource: str | None,
+    bbox: BBox | None,
+    match: str,
+    start: date | None,
+    end: date | None,
+    limit: int,
+    after_id: int,
+) -> dict[str, Any]:
     """A FeatureCollection of up to `limit` trips with id > after_id, and `next_after_id`."""
     limit = min(limit, MAX_LIMIT)
     pad = 1e-9
     p: dict[str, Any] = {
-        "after_id": after_id, "regions": regions, "datasource": datasource, "limit": limit,
-        "t0": start, "t1": end + timedelta(days=1) if end else None}
+        "after_id": after_id,
+        "regions": regions,
+        "datasource": datasource,
+        "limit": limit,
+        "t0": start,
+        "t1": end + timedelta(days=1) if end else None,
+    }
     if bbox:
-        p |= {"minx": bbox.minx, "miny": bbox.miny, "maxx": bbox.maxx, "maxy": bbox.maxy,
-              "pminx": bbox.minx - pad, "pminy": bbox.miny - pad, "pmaxx": bbox.maxx + pad,
-              "pmaxy": bbox.maxy + pad}
+        p |= {
+            "minx": bbox.minx,
+            "miny": bbox.miny,
+            "maxx": bbox.maxx,
+            "maxy": bbox.maxy,
+            "pminx": bbox.minx - pad,
+            "pminy": bbox.miny - pad,
+            "pmaxx": bbox.maxx + pad,
+            "pmaxy": bbox.maxy + pad,
+        }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_QUERY.format(area=area_condition(bbox, match)), p)
         rows = await cur.fetchall()
-    features = [{
-        "type": "Feature", "id": r["id"],
-        "geometry": {"type": "LineString", "coordinates": [[r["ox"], r["oy"]],
-                                                            [r["dx"], r["dy"]]]},
-        "properties": {"id": r["id"], "region": r["region"], "datasource": r["datasource"],
-                       "datetime": r["started_at"].isoformat()},
-    } for r in rows]
+    features = [
+        {
+            "type": "Feature",
+            "id": r["id"],
+            "geometry": {
+                "type": "LineString",
+                "coordinates": [[r["ox"], r["oy"]], [r["dx"], r["dy"]]],
+            },
+            "properties": {
+                "id": r["id"],
+                "region": r["region"],
+                "datasource": r["datasource"],
+                "datetime": r["started_at"].isoformat(),
+            },
+        }
+        for r in rows
+    ]
     next_after = rows[-1]["id"] if len(rows) == limit else None
     return {"type": "FeatureCollection", "features": features, "next_after_id": next_after}

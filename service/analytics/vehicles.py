@@ -21,7 +21,9 @@ VEHICLE_SELECT = """
 
 # Coordinate filters keep the original's meaning: the value's text starts with what was given
 # (`7.67` matches 7.6728…). LIKE metacharacters in the input are escaped.
-LIST_VEHICLES = VEHICLE_SELECT + """
+LIST_VEHICLES = (
+    VEHICLE_SELECT
+    + """
     WHERE (%(region)s::text IS NULL OR lower(r.name) = lower(%(region)s))
       AND (%(datasource)s::text IS NULL OR d.name = %(datasource)s)
       AND (%(ox)s::text IS NULL OR ST_X(t.origin)::text LIKE %(ox)s || '%%')
@@ -33,6 +35,7 @@ LIST_VEHICLES = VEHICLE_SELECT + """
     ORDER BY t.id
     LIMIT %(limit)s
 """
+)
 GET_VEHICLE = VEHICLE_SELECT + " WHERE t.id = %(id)s"
 
 COUNT_BY = {
@@ -67,19 +70,40 @@ def like_prefix(value: str | None) -> str | None:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def _all(conn: AsyncConnection, query: str, params: dict[str, Any] | None = None
-               ) -> list[dict[str, Any]]:
+async def _all(
+    conn: AsyncConnection, query: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params or {})
         return list(await cur.fetchall())
 
 
-async def list_vehicles(conn: AsyncConnection, *, region: str | None, datasource: str | None,
-                        ox: str | None, oy: str | None, dx: str | None, dy: str | None,
-                        day: date | None, limit: int) -> list[dict[str, Any]]:
-    return await _all(conn, LIST_VEHICLES, {
-        "region": region, "datasource": datasource, "ox": like_prefix(ox), "oy": like_prefix(oy),
-        "dx": like_prefix(dx), "dy": like_prefix(dy), "day": day, "limit": limit})
+async def list_vehicles(
+    conn: AsyncConnection,
+    *,
+    region: str | None,
+    datasource: str | None,
+    ox: str | None,
+    oy: str | None,
+    dx: str | None,
+    dy: str | None,
+    day: date | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    return await _all(
+        conn,
+        LIST_VEHICLES,
+        {
+            "region": region,
+            "datasource": datasource,
+            "ox": like_prefix(ox),
+            "oy": like_prefix(oy),
+            "dx": like_prefix(dx),
+            "dy": like_prefix(dy),
+            "day": day,
+            "limit": limit,
+        },
+    )
 
 
 async def get_vehicle(conn: AsyncConnection, trip_id: int) -> dict[str, Any] | None:
@@ -100,7 +124,10 @@ async def weekly_avg(conn: AsyncConnection) -> list[dict[str, Any]]:
 
 
 async def ingest_status(conn: AsyncConnection) -> list[dict[str, Any]]:
-    return await _all(conn, """
+    return await _all(
+        conn,
+        """
         SELECT state, count(*) AS jobs, min(started_at) AS start_time,
                max(finished_at) AS end_time
-        FROM ingestion_jobs GROUP BY state""")
+        FROM ingestion_jobs GROUP BY state""",
+    )

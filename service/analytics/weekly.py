@@ -59,8 +59,9 @@ async def grid_cell(conn: AsyncConnection) -> float:
     return float(row[0])
 
 
-async def _window(conn: AsyncConnection, start: date | None,
-                  end: date | None) -> tuple[date, date] | None:
+async def _window(
+    conn: AsyncConnection, start: date | None, end: date | None
+) -> tuple[date, date] | None:
     if start is None or end is None:
         cur = await conn.execute("SELECT min(week), max(week) FROM weekly_trips")
         row = await cur.fetchone()
@@ -161,7 +162,8 @@ _BOTH_SHAPE = sql.SQL("""
 
 def _envelope(minx: float, miny: float, maxx: float, maxy: float) -> sql.Composed:
     return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
-        sql.Literal(minx), sql.Literal(miny), sql.Literal(maxx), sql.Literal(maxy))
+        sql.Literal(minx), sql.Literal(miny), sql.Literal(maxx), sql.Literal(maxy)
+    )
 
 
 def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, float, float, float]]]:
@@ -184,48 +186,74 @@ def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, flo
         (left - EPS, box.miny, right + EPS, bottom + EPS),
         (left - EPS, top - EPS, right + EPS, box.maxy),
     ]
-    clipped = [(max(a, box.minx), max(b, box.miny), min(c, box.maxx), min(d, box.maxy))
-               for a, b, c, d in strips]
+    clipped = [
+        (max(a, box.minx), max(b, box.miny), min(c, box.maxx), min(d, box.maxy))
+        for a, b, c, d in strips
+    ]
     return cells, [s for s in clipped if s[0] <= s[2] and s[1] <= s[3]]
 
 
-async def _rows(conn: AsyncConnection, query: sql.Composable,
-                params: dict[str, Any]) -> Counter[date]:
-    cur = await conn.execute(query, params)
+async def _rows(
+    conn: AsyncConnection, query: sql.Composable, params: dict[str, Any]
+) -> Counter[date]:
+    cur = await conn.execute(query, params)  # type: ignore[call-overload]
     return Counter({week: int(n) for week, n in await cur.fetchall()})
 
 
-async def _one_end(conn: AsyncConnection, area: Area, side: str, g: float,
-                   params: dict[str, Any]) -> Counter[date]:
+async def _one_end(
+    conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
+) -> Counter[date]:
     col = _end_column(side)
     p = {**params, "side": side, "g": g}
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
         prefilter = sql.SQL(" OR ").join(
-            sql.SQL("{} && {}").format(col, _envelope(*s)) for s in strips)
+            sql.SQL("{} && {}").format(col, _envelope(*s)) for s in strips
+        )
         counts = await _rows(conn, _BOX_EDGE.format(prefilter=prefilter, col=col), p)
         if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
             counts.update(await _rows(conn, _BOX_INNER, p))
         return counts
     minx, miny, maxx, maxy = area.bounds
-    p |= {"geojson": area.geojson, "eps": EPS, "bx0": math.floor(minx / g),
-          "bx1": math.floor(maxx / g), "by0": math.floor(miny / g), "by1": math.floor(maxy / g)}
+    p |= {
+        "geojson": area.geojson,
+        "eps": EPS,
+        "bx0": math.floor(minx / g),
+        "bx1": math.floor(maxx / g),
+        "by0": math.floor(miny / g),
+        "by1": math.floor(maxy / g),
+    }
     return await _rows(conn, _SHAPE_QUERY.format(col=col), p)
 
 
 async def _both(conn: AsyncConnection, area: Area, params: dict[str, Any]) -> Counter[date]:
     if isinstance(area, BBox):
         pad = EPS
-        p = {**params, "minx": area.minx, "miny": area.miny, "maxx": area.maxx,
-             "maxy": area.maxy, "pminx": area.minx - pad, "pminy": area.miny - pad,
-             "pmaxx": area.maxx + pad, "pmaxy": area.maxy + pad}
+        p = {
+            **params,
+            "minx": area.minx,
+            "miny": area.miny,
+            "maxx": area.maxx,
+            "maxy": area.maxy,
+            "pminx": area.minx - pad,
+            "pminy": area.miny - pad,
+            "pmaxx": area.maxx + pad,
+            "pmaxy": area.maxy + pad,
+        }
         return await _rows(conn, _BOTH_BOX, p)
     return await _rows(conn, _BOTH_SHAPE, {**params, "geojson": area.geojson})
 
 
-async def weekly_counts(conn: AsyncConnection, *, regions: list[int] | None, area: Area | None,
-                        match: str, w0: date, w1: date) -> Counter[date]:
+async def weekly_counts(
+    conn: AsyncConnection,
+    *,
+    regions: list[int] | None,
+    area: Area | None,
+    match: str,
+    w0: date,
+    w1: date,
+) -> Counter[date]:
     """Trips per week (Monday) of the window, for the area and match."""
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
     if area is None:
@@ -242,25 +270,55 @@ async def weekly_counts(conn: AsyncConnection, *, regions: list[int] | None, are
     return either
 
 
-async def weekly_average(conn: AsyncConnection, *, region: str | None, area: Area | None,
-                         start: date | None, end: date | None, match: str) -> dict[str, Any]:
+async def weekly_average(
+    conn: AsyncConnection,
+    *,
+    region: str | None,
+    area: Area | None,
+    start: date | None,
+    end: date | None,
+    match: str,
+) -> dict[str, Any]:
     """The answer of GET/POST /stats/weekly-average (SPEC section 4)."""
     if region is None and area is None:
         raise AreaError("give a region, a bbox or a polygon (or a region with one of them)")
     regions = await region_ids(conn, region)
     window = await _window(conn, start, end)
     if window is None:
-        return {"weekly_average": 0.0, "trips": 0, "weeks": 0, "from": None, "to": None,
-                "match": match, "series": []}
+        return {
+            "weekly_average": 0.0,
+            "trips": 0,
+            "weeks": 0,
+            "from": None,
+            "to": None,
+            "match": match,
+            "series": [],
+        }
     w0, w1 = window
     counts = await weekly_counts(conn, regions=regions, area=area, match=match, w0=w0, w1=w1)
     weeks = (w1 - w0).days // 7 + 1
-    series = [{"week": (w := w0 + timedelta(days=7 * i)).isoformat(), "trips": counts.get(w, 0)}
-              for i in range(weeks)]
-    total = sum(s["trips"] for s in series)
-    return {"weekly_average": total / weeks, "trips": total, "weeks": weeks,
-            "from": w0.isoformat(), "to": w1.isoformat(), "match": match, "series": series}
+    series = [
+        {"week": (w := w0 + timedelta(days=7 * i)).isoformat(), "trips": counts.get(w, 0)}
+        for i in range(weeks)
+    ]
+    total = sum(counts.get(w0 + timedelta(days=7 * i), 0) for i in range(weeks))
+    return {
+        "weekly_average": total / weeks,
+        "trips": total,
+        "weeks": weeks,
+        "from": w0.isoformat(),
+        "to": w1.isoformat(),
+        "match": match,
+        "series": series,
+    }
 
 
-__all__ = ["weekly_average", "weekly_counts", "UnknownRegion", "AreaError", "Shape", "BBox",
-           "box_plan"]
+__all__ = [
+    "weekly_average",
+    "weekly_counts",
+    "UnknownRegion",
+    "AreaError",
+    "Shape",
+    "BBox",
+    "box_plan",
+]

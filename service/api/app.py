@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from service.api import errors, metrics
 from service.events.hub import Hub
@@ -93,7 +92,10 @@ def _configure_api_log(settings: Settings) -> None:
     if any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
         return
     handler = logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s :: %(levelname)s :: %(filename)s :: %(lineno)d :: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s :: %(levelname)s :: %(filename)s :: %(lineno)d :: %(message)s"
+        )
+    )
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -63,8 +63,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return JSONResponse({"detail": exc.detail}, status_code=STATUS.get(type(exc), 400),
-                              headers=headers)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=STATUS.get(type(exc), 400), headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,8 +74,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def _timeout(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": "query took too long; narrow the request"},
-                              status_code=503)
+        return JSONResponse({"detail": "query took too long; narrow the request"}, status_code=503)
 
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
@@ -84,5 +84,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.errors.DataException)
     async def _data(request: Request, exc: Exception) -> JSONResponse:
         # Values that pass validation but the database still refuses (out of range, etc.).
-        return JSONResponse({"detail": f"invalid value: {str(exc).splitlines()[0]}"},
-                              status_code=422)
+        return JSONResponse(
+            {"detail": f"invalid value: {str(exc).splitlines()[0]}"}, status_code=422
+        )

@@ -46,9 +46,11 @@ class TripProperties(BaseModel):
     id: int
     region: str
     datasource: str
-    datetime: str = Field(description="naive local time as stored, ISO 8601",
-                          pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$",
-                          examples=["2018-05-28T09:03:41"])
+    datetime: str = Field(
+        description="naive local time as stored, ISO 8601",
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$",
+        examples=["2018-05-28T09:03:41"],
+    )
 
 
 class TripFeature(Feature[OriginDestination, TripProperties]):
@@ -69,8 +71,11 @@ class ClusterProperties(BaseModel):
     region: str
     origin_cell: tuple[int, int] = Field(description="(floor(x / cell), floor(y / cell))")
     destination_cell: tuple[int, int]
-    time_bucket: str = Field(description="time-of-day bucket, local wall clock",
-                             pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", examples=["08:00-09:00"])
+    time_bucket: str = Field(
+        description="time-of-day bucket, local wall clock",
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        examples=["08:00-09:00"],
+    )
     trips: int = Field(ge=1)
 
 

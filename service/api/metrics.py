@@ -4,6 +4,7 @@ database at scrape time, so every worker's work is counted, whichever process di
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -15,8 +16,10 @@ class _DbCollector:
     def __init__(self) -> None:
         self.rows: list[tuple[str, int, int]] = []
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        jobs = GaugeMetricFamily("trips_ingestion_jobs", "Ingestion jobs by state", labels=["state"])
+    def collect(self) -> Any:
+        jobs = GaugeMetricFamily(
+            "trips_ingestion_jobs", "Ingestion jobs by state", labels=["state"]
+        )
         rows = GaugeMetricFamily("trips_rows_ingested", "Trip rows loaded by succeeded jobs")
         total = 0
         for state, n, loaded in self.rows:
@@ -44,7 +47,8 @@ class _Timing:
             if message["type"] == "http.response.start":
                 path = getattr(scope.get("route"), "path", "unmatched")
                 self.latency.labels(scope["method"], path, str(message["status"])).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
             await send(message)
 
         await self.app(scope, receive, timed_send)
@@ -52,10 +56,14 @@ class _Timing:
 
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry()
-    latency = Histogram("trips_http_request_seconds", "HTTP request latency",
-                        ["method", "route", "status"], registry=registry)
+    latency = Histogram(
+        "trips_http_request_seconds",
+        "HTTP request latency",
+        ["method", "route", "status"],
+        registry=registry,
+    )
     collector = _DbCollector()
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     app.state.metrics_registry = registry
 
     app.add_middleware(_Timing, latency=latency)
@@ -65,6 +73,7 @@ def install(app: FastAPI) -> None:
         async with request.app.state.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT state, count(*), coalesce(sum(rows_loaded), 0) FROM ingestion_jobs "
-                "GROUP BY state")
+                "GROUP BY state"
+            )
             collector.rows = [(s, int(n), int(r)) for s, n, r in await cur.fetchall()]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

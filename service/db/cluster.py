@@ -152,8 +152,17 @@ def _init(datadir: Path) -> None:
     pgdata = datadir / "data"
     bindir = pg_bindir()
     res = _run(
-        [str(bindir / "initdb"), "-D", str(pgdata), "-U", DB_USER, "--auth=trust",
-         "-E", "UTF8", "--locale=C.UTF-8"],
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
         check=False,
     )
     if res.returncode != 0:
@@ -168,8 +177,9 @@ def _init(datadir: Path) -> None:
 
 
 def is_running(info: ClusterInfo) -> bool:
-    res = _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "status"],
-               check=False)
+    res = _run(
+        [str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "status"], check=False
+    )
     return res.returncode == 0
 
 
@@ -206,8 +216,19 @@ def up() -> ClusterInfo:
             info.port = _free_port(0)
             _save_info(info)
         res = _run(
-            [str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "-l",
-             info.logfile, "-o", f"-p {info.port}", "-w", "-t", "60", "start"],
+            [
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(Path(info.datadir) / "data"),
+                "-l",
+                info.logfile,
+                "-o",
+                f"-p {info.port}",
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             check=False,
         )
         if res.returncode != 0:
@@ -232,8 +253,18 @@ def down() -> bool:
     info = load_info()
     if info is None or not is_running(info):
         return False
-    _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(info.datadir) / "data"), "-m", "fast",
-          "-w", "stop"], check=False)
+    _run(
+        [
+            str(pg_bindir() / "pg_ctl"),
+            "-D",
+            str(Path(info.datadir) / "data"),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ],
+        check=False,
+    )
     return True
 
 
@@ -254,9 +285,22 @@ class PrivateCluster:
     def start(self) -> PrivateCluster:
         if not (Path(self.info.datadir) / "data" / "PG_VERSION").exists():
             _init(Path(self.info.datadir))
-        res = _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(self.info.datadir) / "data"),
-                    "-l", self.info.logfile, "-o", f"-p {self.info.port}", "-w", "-t", "60",
-                    "start"], check=False)
+        res = _run(
+            [
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(Path(self.info.datadir) / "data"),
+                "-l",
+                self.info.logfile,
+                "-o",
+                f"-p {self.info.port}",
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=False,
+        )
         if res.returncode != 0:
             raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}")
         _wait_ready(self.info)
@@ -264,8 +308,18 @@ class PrivateCluster:
         return self
 
     def stop(self, mode: str = "fast") -> None:
-        _run([str(pg_bindir() / "pg_ctl"), "-D", str(Path(self.info.datadir) / "data"), "-m",
-              mode, "-w", "stop"], check=False)
+        _run(
+            [
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(Path(self.info.datadir) / "data"),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+            check=False,
+        )
 
     def restart(self) -> None:
         self.stop()

@@ -8,7 +8,6 @@ from pathlib import Path
 import psycopg
 
 
-
 def migrations_dir() -> Path:
     """db/migrations of the source tree (editable install), else of the project root (cwd)."""
     here = Path(__file__).resolve().parents[2] / "db" / "migrations"
@@ -17,6 +16,7 @@ def migrations_dir() -> Path:
     from service.db.cluster import project_root
 
     return project_root() / "db" / "migrations"
+
 
 _NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 # One constant advisory lock so that concurrent starters (API, workers) migrate one at a time.

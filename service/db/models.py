@@ -8,6 +8,7 @@ empty database from zero converges to exactly these columns.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from geoalchemy2 import Geometry
 from sqlalchemy import ARRAY, BigInteger, Boolean, DateTime, ForeignKey, Integer, Text
@@ -42,8 +43,7 @@ class Trip(Base):
     datasource_id: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     origin = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
-    destination = mapped_column(Geometry("POINT", srid=4326, spatial_index=False),
-                                nullable=False)
+    destination = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
 
 
 class IngestionJob(Base):
@@ -72,8 +72,9 @@ class IngestionJob(Base):
 
 class IngestionRejection(Base):
     __tablename__ = "ingestion_rejections"
-    job_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ingestion_jobs.id"),
-                                        primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ingestion_jobs.id"), primary_key=True
+    )
     line: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     raw: Mapped[str] = mapped_column(Text)
@@ -84,5 +85,5 @@ class IngestionEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     job_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ingestion_jobs.id"))
     type: Mapped[str] = mapped_column(Text)
-    payload: Mapped[dict] = mapped_column(JSONB)  # type: ignore[type-arg]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -31,8 +31,12 @@ log = logging.getLogger("trips.events")
 TERMINAL = ("succeeded", "failed")
 APPLICATION_NAME = "trips-events-listener"
 # TCP keepalive on the listener: a peer that vanished without a FIN is noticed within ~25 s.
-KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-             "keepalives_count": 3}
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 PAGE = 1000
 
 
@@ -87,9 +91,14 @@ class Subscription:
 class Hub:
     """The listener and its subscribers: built with the app (no I/O), started by its lifespan."""
 
-    def __init__(self, *, queue_size: int = 256, heartbeat_s: float = 15.0,
-                 idle_check_s: float = 10.0,
-                 max_backoff_s: float = 5.0):
+    def __init__(
+        self,
+        *,
+        queue_size: int = 256,
+        heartbeat_s: float = 15.0,
+        idle_check_s: float = 10.0,
+        max_backoff_s: float = 5.0,
+    ):
         self.url = ""
         self.heartbeat_s = heartbeat_s  # SSE comment lines on idle streams
         self.queue_size = queue_size
@@ -170,7 +179,8 @@ class Hub:
         while not self._stopping:
             try:
                 conn = await AsyncConnection.connect(
-                    self.url, autocommit=True, application_name=APPLICATION_NAME, **KEEPALIVE)
+                    self.url, autocommit=True, application_name=APPLICATION_NAME, **KEEPALIVE
+                )
             except psycopg.OperationalError as e:
                 log.warning("event listener cannot connect (%s); retry in %.1f s", e, backoff)
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
@@ -191,8 +201,9 @@ class Hub:
                     await self._listen(conn)
             except Exception as e:  # whatever broke, the listener lives on and catches up
                 self.connected.clear()
-                log.warning("event listener lost the database (%s: %s); reconnecting",
-                            type(e).__name__, e)
+                log.warning(
+                    "event listener lost the database (%s: %s); reconnecting", type(e).__name__, e
+                )
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -203,8 +214,9 @@ class Hub:
             woken = behind = False
             async for note in conn.notifies(timeout=self.idle_check_s, stop_after=1):
                 woken = True
-                behind = behind or not note.payload.isdigit() or int(note.payload) > (
-                    self.last_id or 0)
+                behind = (
+                    behind or not note.payload.isdigit() or int(note.payload) > (self.last_id or 0)
+                )
             # Read on news, and after a quiet spell too: a keepalive that also covers a lost
             # NOTIFY. Notifications of events already read (a backlog) cost no query.
             if behind or not woken:
@@ -234,9 +246,14 @@ def _server_exiting() -> bool:
     return bool(getattr(getattr(handler, "__self__", None), "should_exit", False))
 
 
-async def stream(hub: Hub, pool: AsyncConnectionPool[Any], job_id: int | None,
-                 after: int | None, until_terminal: bool = False, heartbeats: bool = False
-                 ) -> AsyncIterator[Event]:
+async def stream(
+    hub: Hub,
+    pool: AsyncConnectionPool[Any],
+    job_id: int | None,
+    after: int | None,
+    until_terminal: bool = False,
+    heartbeats: bool = False,
+) -> AsyncIterator[Event]:
     """Events after `after` (None: from now on) from the table, then live ones from the hub.
 
     The subscription opens before the table is read, so the two overlap rather than leave a gap;
@@ -281,8 +298,9 @@ async def _position(hub: Hub, pool: AsyncConnectionPool[Any]) -> int:
         return await last_event_id(conn)
 
 
-async def replay(pool: AsyncConnectionPool[Any], after: int, job_id: int | None
-                  ) -> AsyncIterator[Event]:
+async def replay(
+    pool: AsyncConnectionPool[Any], after: int, job_id: int | None
+) -> AsyncIterator[Event]:
     while True:
         async with pool.connection() as conn:
             rows = await read_after(conn, after, job_id, PAGE)

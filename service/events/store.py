@@ -22,19 +22,23 @@ SELECT_AFTER = """
 """
 
 
-def write_event(conn: Connection, job_id: int, type_: str, payload: dict[str, Any] | None = None
-                ) -> int:
+def write_event(
+    conn: Connection, job_id: int, type_: str, payload: dict[str, Any] | None = None
+) -> int:
     """Insert an event and NOTIFY its id (SQL function ingestion_event); call it last in the
     caller's transaction, since it takes the event-order lock until commit."""
     assert type_ in EVENT_TYPES
-    row = conn.execute("SELECT ingestion_event(%s, %s, %s::jsonb)",
-                       [job_id, type_, orjson.dumps(payload or {}).decode()]).fetchone()
+    row = conn.execute(
+        "SELECT ingestion_event(%s, %s, %s::jsonb)",
+        [job_id, type_, orjson.dumps(payload or {}).decode()],
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
 
-async def read_after(conn: AsyncConnection, after: int, job_id: int | None = None,
-                     limit: int = 1000) -> list[tuple[int, int, str, dict[str, Any], Any]]:
+async def read_after(
+    conn: AsyncConnection, after: int, job_id: int | None = None, limit: int = 1000
+) -> list[tuple[int, int, str, dict[str, Any], Any]]:
     cur = await conn.execute(SELECT_AFTER, {"after": after, "job_id": job_id, "limit": limit})
     return list(await cur.fetchall())
 

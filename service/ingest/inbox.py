@@ -38,7 +38,7 @@ def enqueue_file(url: str, path: Path) -> int | None:
 
 
 def enqueue_dir(url: str, directory: Path) -> list[int]:
-    ids = []
+    ids: list[int] = []
     if not directory.is_dir():
         return ids
     for path in sorted(directory.iterdir()):

@@ -44,16 +44,26 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 def get_job(conn: Connection, job_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {JOB_COLUMNS} FROM ingestion_jobs WHERE id = %s", [job_id])
+        cur.execute(
+            f"SELECT {JOB_COLUMNS} FROM ingestion_jobs WHERE id = %s",  # noqa: S608
+            [job_id],
+        )  # JOB_COLUMNS is a constant; values are bound
         return cur.fetchone()
 
 
-def enqueue(conn: Connection, path: Path, source: str | None = None, force: bool = False,
-            digest: tuple[str, int] | None = None) -> tuple[dict[str, Any], bool]:
+def enqueue(
+    conn: Connection,
+    path: Path,
+    source: str | None = None,
+    force: bool = False,
+    digest: tuple[str, int] | None = None,
+) -> tuple[dict[str, Any], bool]:
     """Queue a file. Returns (job, created); the same bytes answer the earlier job unless forced."""
     sha, size = digest or sha256_of(path)
-    row = conn.execute("SELECT job_id, created FROM enqueue_ingestion(%s, %s, %s, %s, %s)",
-                       [source or path.name, str(path), sha, size, force]).fetchone()
+    row = conn.execute(
+        "SELECT job_id, created FROM enqueue_ingestion(%s, %s, %s, %s, %s)",
+        [source or path.name, str(path), sha, size, force],
+    ).fetchone()
     assert row is not None
     job = get_job(conn, row[0])
     assert job is not None
@@ -100,8 +110,14 @@ def progress(conn: Connection, job: Job, counts: dict[str, Any]) -> None:
             """UPDATE ingestion_jobs SET rows_read = %s, rows_loaded = %s, rows_rejected = %s,
                    bytes_read = %s, heartbeat_at = now()
                WHERE id = %s AND state = 'running' AND attempts = %s""",
-            [counts["rows_read"], counts["rows_loaded"], counts["rows_rejected"],
-             counts["bytes_read"], job.id, job.attempts],
+            [
+                counts["rows_read"],
+                counts["rows_loaded"],
+                counts["rows_rejected"],
+                counts["bytes_read"],
+                job.id,
+                job.attempts,
+            ],
         )
         if cur.rowcount == 1:
             write_event(conn, job.id, "progress", counts)
@@ -114,16 +130,23 @@ def finish_succeeded(conn: Connection, job: Job, counts: dict[str, Any]) -> None
                rows_rejected = %s, bytes_read = %s, finished_at = clock_timestamp(),
                backend_pid = NULL
            WHERE id = %s AND state = 'running' AND attempts = %s""",
-        [counts["rows_read"], counts["rows_loaded"], counts["rows_rejected"],
-         counts["bytes_read"], job.id, job.attempts],
+        [
+            counts["rows_read"],
+            counts["rows_loaded"],
+            counts["rows_rejected"],
+            counts["bytes_read"],
+            job.id,
+            job.attempts,
+        ],
     )
     if cur.rowcount != 1:
         raise JobLost(f"job {job.id} attempt {job.attempts} is no longer ours")
     write_event(conn, job.id, "succeeded", counts)
 
 
-def finish_failed(conn: Connection, job: Job, error: str, retriable: bool = False,
-                  max_attempts: int = 3) -> str:
+def finish_failed(
+    conn: Connection, job: Job, error: str, retriable: bool = False, max_attempts: int = 3
+) -> str:
     """Fail (or requeue, when retriable and attempts remain) in a transaction of its own."""
     with conn.transaction():
         requeue = retriable and job.attempts < max_attempts
@@ -164,13 +187,16 @@ def recover_stale(conn: Connection, stale_after_s: float, max_attempts: int) -> 
             if attempts < max_attempts:
                 conn.execute(
                     """UPDATE ingestion_jobs SET state = 'queued', error = %s, backend_pid = NULL
-                       WHERE id = %s""", [reason, job_id])
+                       WHERE id = %s""",
+                    [reason, job_id],
+                )
                 write_event(conn, job_id, "queued", {"retry": True, "error": reason})
             else:
                 conn.execute(
                     """UPDATE ingestion_jobs SET state = 'failed', error = %s, backend_pid = NULL,
                        finished_at = clock_timestamp() WHERE id = %s""",
-                    [f"{reason}; gave up after {attempts} attempts", job_id])
+                    [f"{reason}; gave up after {attempts} attempts", job_id],
+                )
                 write_event(conn, job_id, "failed", {"error": reason})
             recovered.append(job_id)
         if recovered:

@@ -45,8 +45,12 @@ ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
 INDEX_MEMORY = "512MB"  # per index build; three run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
-_JOB_INDEXES = (("id", "btree", "id"), ("origin", "gist", "origin"),
-                ("destination", "gist", "destination"), ("started_at", "brin", "started_at"))
+_JOB_INDEXES = (
+    ("id", "btree", "id"),
+    ("origin", "gist", "origin"),
+    ("destination", "gist", "destination"),
+    ("started_at", "brin", "started_at"),
+)
 
 
 class Lookup:
@@ -63,8 +67,11 @@ class Lookup:
         missing = [n for n in dictionary if n not in self.ids]
         if missing:
             self.conn.execute(
-                sql.SQL("INSERT INTO {} (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING")
-                .format(self.table), [missing])
+                sql.SQL(
+                    "INSERT INTO {} (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+                ).format(self.table),
+                [missing],
+            )
             for name, id_ in self.conn.execute(
                 sql.SQL("SELECT name, id FROM {} WHERE name = ANY(%s)").format(self.table),
                 [missing],
@@ -103,16 +110,25 @@ def _reserve_ids(conn: psycopg.Connection, n: int) -> int:
     return int(row[0])
 
 
-def load_job(url: str, settings: Settings, job: jobs.Job,
-             on_progress: ProgressFn | None = None) -> dict[str, Any]:
+def load_job(
+    url: str, settings: Settings, job: jobs.Job, on_progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Run one claimed job to success (returns its counts) or raise."""
     path = Path(job.path)
-    counts: dict[str, Any] = {"rows_read": 0, "rows_loaded": 0, "rows_rejected": 0,
-                              "bytes_read": 0, "bytes_total": job.bytes}
+    counts: dict[str, Any] = {
+        "rows_read": 0,
+        "rows_loaded": 0,
+        "rows_rejected": 0,
+        "bytes_read": 0,
+        "bytes_total": job.bytes,
+    }
     started = time.monotonic()
     table = sql.Identifier(f"trips_job_{job.id}")
-    with psycopg.connect(url, autocommit=True) as ctl, psycopg.connect(url) as load, \
-            tempfile.TemporaryFile() as spool:
+    with (
+        psycopg.connect(url, autocommit=True) as ctl,
+        psycopg.connect(url) as load,
+        tempfile.TemporaryFile() as spool,
+    ):
         backend_pid = load.info.backend_pid
         jobs.heartbeat(ctl, job, backend_pid)
         beat = Heartbeat(url, job, settings.heartbeat_seconds, backend_pid)
@@ -122,8 +138,10 @@ def load_job(url: str, settings: Settings, job: jobs.Job,
             load.execute(sql.SQL("CREATE TABLE {} (LIKE trips)").format(table))
             with TripReader(path) as reader:
                 if reader.header.ignored:
-                    ctl.execute("UPDATE ingestion_jobs SET ignored_columns = %s WHERE id = %s",
-                                [reader.header.ignored, job.id])
+                    ctl.execute(
+                        "UPDATE ingestion_jobs SET ignored_columns = %s WHERE id = %s",
+                        [reader.header.ignored, job.id],
+                    )
                 _copy(load, ctl, table, job, reader, counts, spool, beat, started, on_progress)
             load.commit()  # the unattached table only: invisible to queries
             _report(ctl, job, counts, started, on_progress)
@@ -144,9 +162,18 @@ def load_job(url: str, settings: Settings, job: jobs.Job,
 _DONE = object()
 
 
-def _copy(load: psycopg.Connection, ctl: psycopg.Connection, table: sql.Identifier,
-          job: jobs.Job, reader: TripReader, counts: dict[str, Any], spool: IO[bytes],
-          beat: Heartbeat, started: float, on_progress: ProgressFn | None) -> None:
+def _copy(
+    load: psycopg.Connection,
+    ctl: psycopg.Connection,
+    table: sql.Identifier,
+    job: jobs.Job,
+    reader: TripReader,
+    counts: dict[str, Any],
+    spool: IO[bytes],
+    beat: Heartbeat,
+    started: float,
+    on_progress: ProgressFn | None,
+) -> None:
     """COPY the file's valid rows; a reader thread parses and encodes a few blocks ahead."""
     regions, sources = Lookup(ctl, "regions"), Lookup(ctl, "datasources")
     blocks: queue.Queue[Any] = queue.Queue(maxsize=3)
@@ -155,8 +182,13 @@ def _copy(load: psycopg.Connection, ctl: psycopg.Connection, table: sql.Identifi
     def produce() -> None:
         try:
             for batch in reader:
-                item = (_encode(ctl, job, batch, regions, sources), batch.rows_read,
-                        batch.rows_valid, batch.rejections, reader.bytes_read)
+                item = (
+                    _encode(ctl, job, batch, regions, sources),
+                    batch.rows_read,
+                    batch.rows_valid,
+                    batch.rejections,
+                    reader.bytes_read,
+                )
                 while not stop.is_set():
                     try:
                         blocks.put(item, timeout=0.5)
@@ -171,7 +203,8 @@ def _copy(load: psycopg.Connection, ctl: psycopg.Connection, table: sql.Identifi
 
     producer = threading.Thread(target=produce, name=f"reader-{job.id}", daemon=True)
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
+        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    )
     last_report = 0.0
     try:
         with load.cursor().copy(copy_sql) as copy:
@@ -203,15 +236,25 @@ def _copy(load: psycopg.Connection, ctl: psycopg.Connection, table: sql.Identifi
     counts["bytes_read"] = reader.bytes_read
 
 
-def _encode(ctl: psycopg.Connection, job: jobs.Job, batch: Batch, regions: Lookup,
-            sources: Lookup) -> bytes:
+def _encode(
+    ctl: psycopg.Connection, job: jobs.Job, batch: Batch, regions: Lookup, sources: Lookup
+) -> bytes:
     n = batch.rows_valid
     if not n:
         return b""
     first_id = _reserve_ids(ctl, n)
-    return encode_rows(first_id, job.id, job.id, regions.ids_for(batch.region),
-                       sources.ids_for(batch.datasource), batch.ts_us,
-                       batch.ox, batch.oy, batch.dx, batch.dy)
+    return encode_rows(
+        first_id,
+        job.id,
+        job.id,
+        regions.ids_for(batch.region),
+        sources.ids_for(batch.datasource),
+        batch.ts_us,
+        batch.ox,
+        batch.oy,
+        batch.dx,
+        batch.dy,
+    )
 
 
 def _drop_orphans(ctl: psycopg.Connection, job_id: int) -> None:
@@ -222,7 +265,9 @@ def _drop_orphans(ctl: psycopg.Connection, job_id: int) -> None:
            LEFT JOIN ingestion_jobs j ON c.relname = 'trips_job_' || j.id
            WHERE c.relkind = 'r' AND c.relname ~ '^trips_job_[0-9]+$' AND i.inhrelid IS NULL
              AND c.relnamespace = 'public'::regnamespace
-             AND (j.id = %s OR j.state = 'failed' OR j.id IS NULL)""", [job_id]).fetchall()
+             AND (j.id = %s OR j.state = 'failed' OR j.id IS NULL)""",
+        [job_id],
+    ).fetchall()
     for (name,) in rows:
         ctl.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
 
@@ -243,15 +288,24 @@ def _store_rejections(load: psycopg.Connection, job_id: int, spool: IO[bytes]) -
                 copy.write_row((job_id, line, reason, raw))
 
 
-def _report(ctl: psycopg.Connection, job: jobs.Job, counts: dict[str, Any], started: float,
-            on_progress: ProgressFn | None) -> None:
+def _report(
+    ctl: psycopg.Connection,
+    job: jobs.Job,
+    counts: dict[str, Any],
+    started: float,
+    on_progress: ProgressFn | None,
+) -> None:
     elapsed = max(time.monotonic() - started, 1e-6)
     total = max(counts["bytes_total"], 1)
     fraction = min(counts["bytes_read"] / total, 1.0)
     rate = counts["rows_read"] / elapsed
     eta = (elapsed / fraction - elapsed) if fraction > 0 else None
-    payload = {**counts, "percent": round(100 * fraction, 1), "rows_per_s": round(rate, 1),
-               "eta_s": round(eta, 1) if eta is not None else None}
+    payload = {
+        **counts,
+        "percent": round(100 * fraction, 1),
+        "rows_per_s": round(rate, 1),
+        "eta_s": round(eta, 1) if eta is not None else None,
+    }
     jobs.progress(ctl, job, payload)
     if on_progress:
         on_progress(payload)
@@ -286,30 +340,45 @@ class _IndexBuild(threading.Thread):
                 pass
 
 
-def _index_sql(name: str, table: sql.Identifier, suffix: str, method: str,
-               column: str) -> sql.Composed:
+def _index_sql(
+    name: str, table: sql.Identifier, suffix: str, method: str, column: str
+) -> sql.Composed:
     return sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
-        sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column))
+        sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column)
+    )
 
 
-def _finalize(url: str, load: psycopg.Connection, table: sql.Identifier, job: jobs.Job,
-              rows: int, settings: Settings, timings: dict[str, float],
-              beat: Heartbeat) -> None:
+def _finalize(
+    url: str,
+    load: psycopg.Connection,
+    table: sql.Identifier,
+    job: jobs.Job,
+    rows: int,
+    settings: Settings,
+    timings: dict[str, float],
+    beat: Heartbeat,
+) -> None:
     name = f"trips_job_{job.id}"
     if rows < settings.small_job_rows:
         t = time.monotonic()
         load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
         timings["rollups_s"] = time.monotonic() - t
-        load.execute(sql.SQL(
-            "INSERT INTO trips_p0 SELECT id, 0, ingestion_id, region_id, datasource_id, "
-            "started_at, origin, destination FROM {}").format(table))
+        load.execute(
+            sql.SQL(
+                "INSERT INTO trips_p0 SELECT id, 0, ingestion_id, region_id, datasource_id, "
+                "started_at, origin, destination FROM {}"
+            ).format(table)
+        )
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return
     # The GiST builds (sorted builds, the slow ones) run on connections of their own while this
     # transaction computes the rollups and the cheap indexes; all are named like the parent's
     # indexes so that the attach adopts them, and the CHECK lets ATTACH skip its scan.
-    builds = [_IndexBuild(url, _index_sql(name, table, suffix, method, column), suffix)
-              for suffix, method, column in _JOB_INDEXES if method == "gist"]
+    builds = [
+        _IndexBuild(url, _index_sql(name, table, suffix, method, column), suffix)
+        for suffix, method, column in _JOB_INDEXES
+        if method == "gist"
+    ]
     for b in builds:
         b.start()
     try:
@@ -337,10 +406,16 @@ def _finalize(url: str, load: psycopg.Connection, table: sql.Identifier, job: jo
             b.cancel()
             b.join()
     t = time.monotonic()
-    load.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (part = {})").format(
-        table, sql.Identifier(f"{name}_part"), sql.Literal(job.id)))
-    load.execute(sql.SQL("ALTER TABLE trips ATTACH PARTITION {} FOR VALUES IN ({})").format(
-        table, sql.Literal(job.id)))
+    load.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (part = {})").format(
+            table, sql.Identifier(f"{name}_part"), sql.Literal(job.id)
+        )
+    )
+    load.execute(
+        sql.SQL("ALTER TABLE trips ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            table, sql.Literal(job.id)
+        )
+    )
     load.execute(sql.SQL("ANALYZE {}").format(table))
     timings["attach_analyze_s"] = time.monotonic() - t
 

@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +111,7 @@ def clean_text(raw: bytes | str) -> str:
 
 def parse_header(line: bytes) -> Header:
     if line.startswith(BOM):
-        line = line[len(BOM):]
+        line = line[len(BOM) :]
     if b"\x00" in line:
         raise FileFormatError("not CSV text: the first line holds binary data")
     try:
@@ -144,7 +144,7 @@ def open_binary(path: Path) -> tuple[BinaryIO, _Counter]:
     magic = raw.read(2)
     raw.seek(0)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=counter, mode="rb"), counter  # type: ignore[arg-type]
+        return gzip.GzipFile(fileobj=counter, mode="rb"), counter  # type: ignore[call-overload]
     return counter, counter  # type: ignore[return-value]
 
 
@@ -209,7 +209,7 @@ class TripReader:
                 if cut < 0 and not eof:
                     carry = b""
                     continue
-                carry = carry[cut + 1:] if cut >= 0 else b""
+                carry = carry[cut + 1 :] if cut >= 0 else b""
                 yield _empty_batch(1, [(skipping_from, "line longer than 8 MiB", "")])
                 line = skipping_from + 1
                 skipping_from = None
@@ -222,7 +222,7 @@ class TripReader:
                     if len(carry) > MAX_RECORD_BYTES:
                         skipping_from = line
                     continue
-                data, carry = carry[: cut + 1], carry[cut + 1:]
+                data, carry = carry[: cut + 1], carry[cut + 1 :]
             if not data:
                 continue
             batch, consumed_lines, leftover = self._parse_block(data, line, eof)
@@ -230,11 +230,15 @@ class TripReader:
                 if len(leftover) > MAX_RECORD_BYTES and not eof:
                     # An unterminated quoted field: give up on that record at its first line.
                     end = leftover.find(b"\n")
-                    batch.rejections.append((line + consumed_lines,
-                                             "unterminated quoted field longer than 8 MiB",
-                                             clean_text(leftover[: max(end, 0)])))
+                    batch.rejections.append(
+                        (
+                            line + consumed_lines,
+                            "unterminated quoted field longer than 8 MiB",
+                            clean_text(leftover[: max(end, 0)]),
+                        )
+                    )
                     batch.rows_read += 1
-                    leftover = leftover[end + 1:]
+                    leftover = leftover[end + 1 :]
                     consumed_lines += 1
                 carry = leftover + carry
             line += consumed_lines
@@ -255,13 +259,16 @@ class TripReader:
         try:
             table = pacsv.read_csv(
                 io.BytesIO(data),
-                read_options=pacsv.ReadOptions(column_names=cols, use_threads=True,
-                                               block_size=1 << 20),
+                read_options=pacsv.ReadOptions(
+                    column_names=cols, use_threads=True, block_size=1 << 20
+                ),
                 parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in cols},
-                    include_columns=list(REQUIRED), strings_can_be_null=False,
-                    quoted_strings_can_be_null=False, null_values=[],
+                    include_columns=list(REQUIRED),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    null_values=[],
                 ),
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -317,7 +324,9 @@ class TripReader:
             try:
                 text = rec.decode("utf-8")
             except UnicodeDecodeError as e:
-                rejections.append((lineno, f"not valid UTF-8 (byte {e.start + 1})", clean_text(rec)))
+                rejections.append(
+                    (lineno, f"not valid UTF-8 (byte {e.start + 1})", clean_text(rec))
+                )
                 continue
             if "\x00" in text:
                 rejections.append((lineno, "contains a NUL byte", clean_text(rec)))
@@ -348,11 +357,17 @@ def _opens_quoted_field(rec: bytes) -> bool:
     return False
 
 
-def _finish(values: list[list[str]], lines: list[int], raws: list[bytes],
-            rejections: list[tuple[int, str, str]], rows_read: int) -> Batch:
+def _finish(
+    values: list[list[str]],
+    lines: list[int],
+    raws: list[bytes],
+    rejections: list[tuple[int, str, str]],
+    rows_read: int,
+) -> Batch:
     arrays = {c: pa.array(v, pa.string()) for c, v in zip(REQUIRED, values, strict=True)}
-    batch = validate(arrays, np.array(lines, dtype=np.int64),
-                     lambda idx: [clean_text(raws[i]) for i in idx])
+    batch = validate(
+        arrays, np.array(lines, dtype=np.int64), lambda idx: [clean_text(raws[i]) for i in idx]
+    )
     batch.rejections = sorted(rejections + batch.rejections)
     batch.rows_read = rows_read
     return batch
@@ -360,8 +375,17 @@ def _finish(values: list[list[str]], lines: list[int], raws: list[bytes],
 
 def _empty_batch(rows_read: int, rejections: list[tuple[int, str, str]]) -> Batch:
     empty = np.empty(0)
-    return Batch(rows_read, pa.array([], pa.string()), pa.array([], pa.string()), empty, empty,
-                 empty, empty, np.empty(0, np.int64), rejections)
+    return Batch(
+        rows_read,
+        pa.array([], pa.string()),
+        pa.array([], pa.string()),
+        empty,
+        empty,
+        empty,
+        empty,
+        np.empty(0, np.int64),
+        rejections,
+    )
 
 
 def _np(a: pa.Array, dtype: str) -> np.ndarray:
@@ -379,8 +403,9 @@ def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, 
     ok = canon.copy()
     if canon.any():
         sub = col if canon.all() else pc.filter(col, pa.array(canon))
-        xy = pc.list_flatten(pc.split_pattern(pc.utf8_slice_codeunits(sub, 7, -1), " ",
-                                              max_splits=1))
+        xy = pc.list_flatten(
+            pc.split_pattern(pc.utf8_slice_codeunits(sub, 7, -1), " ", max_splits=1)
+        )
         xy_np = _np(pc.cast(xy, pa.float64()), "float64").reshape(-1, 2)
         x[canon], y[canon] = xy_np[:, 0], xy_np[:, 1]
     rest = np.flatnonzero(~canon)
@@ -438,13 +463,16 @@ def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
         ok_r = _np(pc.is_valid(m), "bool")
 
         def part(name: str) -> np.ndarray:
-            return _np(pc.cast(pc.if_else(ok_r, pc.struct_field(m, name), "1"), pa.int64()),
-                       "int64")
+            return _np(
+                pc.cast(pc.if_else(ok_r, pc.struct_field(m, name), "1"), pa.int64()), "int64"
+            )
 
         y[rest], mo[rest], d[rest], h[rest], mi[rest], s[rest] = (part(k) for k in "YMDhms")
         frac_s = pc.if_else(
             pc.and_(ok_r, pc.not_equal(pc.utf8_length(pc.struct_field(m, "f")), 0)),
-            pc.binary_join_element_wise("0", pc.struct_field(m, "f"), ""), "0")
+            pc.binary_join_element_wise("0", pc.struct_field(m, "f"), ""),
+            "0",
+        )
         frac = np.nan_to_num(_np(pc.cast(frac_s, pa.float64()), "float64"))
         frac_us[rest] = np.rint(frac * 1e6).astype(np.int64)
         ok[rest] = ok_r
@@ -480,7 +508,7 @@ def _names(col: pa.Array, name: str, reasons: np.ndarray) -> None:
     )
 
 
-def validate(arrays: dict[str, pa.Array], lines: np.ndarray, raw_of) -> Batch:  # type: ignore[no-untyped-def]
+def validate(arrays: dict[str, pa.Array], lines: np.ndarray, raw_of: Any) -> Batch:
     """Apply SPEC section 1 to a block's columns; the first broken rule names the rejection."""
     n = len(lines)
     reasons = np.full(n, None, dtype=object)
@@ -498,13 +526,18 @@ def validate(arrays: dict[str, pa.Array], lines: np.ndarray, raw_of) -> Batch:  
     rejections = []
     if len(bad_idx):
         raws = raw_of(bad_idx)
-        rejections = [(int(lines[i]), str(reasons[i]), raw) for i, raw in zip(bad_idx, raws,
-                                                                              strict=True)]
+        rejections = [
+            (int(lines[i]), str(reasons[i]), raw) for i, raw in zip(bad_idx, raws, strict=True)
+        ]
     mask = pa.array(good)
     return Batch(
         rows_read=n,
         region=pc.filter(arrays["region"], mask) if n else arrays["region"],
         datasource=pc.filter(arrays["datasource"], mask) if n else arrays["datasource"],
-        ox=ox[good], oy=oy[good], dx=dx[good], dy=dy[good], ts_us=ts[good],
+        ox=ox[good],
+        oy=oy[good],
+        dx=dx[good],
+        dy=dy[good],
+        ts_us=ts[good],
         rejections=rejections,
     )

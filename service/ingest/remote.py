@@ -67,10 +67,16 @@ class _Reading:
 
 
 def _bar(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.percentage:>5.1f}%"), TransferSpeedColumn(),
-                    TextColumn("{task.fields[rows]:>12,} rows"), TimeRemainingColumn(),
-                    console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _ingest_one(client: httpx.Client, path: Path, force: bool, console: Console) -> bool:
@@ -78,17 +84,21 @@ def _ingest_one(client: httpx.Client, path: Path, force: bool, console: Console)
     with _bar(console) as bar, open(path, "rb") as f:
         upload = bar.add_task(f"{path.name} upload", total=max(size, 1), rows=0)
         body: Any = _Reading(f, bar, upload)  # file-like: httpx streams it in chunks
-        r = client.post("/ingestions", params={"force": "true"} if force else None,
-                        files={"file": (path.name, body, "text/csv")})
+        r = client.post(
+            "/ingestions",
+            params={"force": "true"} if force else None,
+            files={"file": (path.name, body, "text/csv")},
+        )
         bar.update(upload, completed=max(size, 1))
         if r.status_code >= 400:
-            console.print(f"[red]{path.name}: upload refused ({r.status_code}): "
-                          f"{_detail(r)}[/]")
+            console.print(f"[red]{path.name}: upload refused ({r.status_code}): {_detail(r)}[/]")
             return False
         job = r.json()
         if r.status_code == 200:
-            console.print(f"{path.name}: already ingested as job {job['id']} ({job['state']}); "
-                          "use --force to ingest again")
+            console.print(
+                f"{path.name}: already ingested as job {job['id']} ({job['state']}); "
+                "use --force to ingest again"
+            )
             return job["state"] != "failed"
         task = bar.add_task(f"{path.name} job {job['id']}", total=max(job["bytes"], 1), rows=0)
         final = _follow(client, job["id"], bar, task)
@@ -130,12 +140,15 @@ def _summary(client: httpx.Client, path: Path, job_id: int, final: Any, console:
     job = client.get(f"/ingestions/{job_id}").json()
     secs = 0.0
     if job.get("started_at") and job.get("finished_at"):
-        secs = (datetime.fromisoformat(job["finished_at"])
-                - datetime.fromisoformat(job["started_at"])).total_seconds()
+        secs = (
+            datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+        ).total_seconds()
     rate = job["rows_read"] / secs if secs else 0.0
-    console.print(f"[green]{path.name}: job {job_id} succeeded[/] — {job['rows_read']:,} rows "
-                  f"read, {job['rows_loaded']:,} loaded, {job['rows_rejected']:,} rejected in "
-                  f"{secs:.2f} s ({rate:,.0f} rows/s)")
+    console.print(
+        f"[green]{path.name}: job {job_id} succeeded[/] — {job['rows_read']:,} rows "
+        f"read, {job['rows_loaded']:,} loaded, {job['rows_rejected']:,} rejected in "
+        f"{secs:.2f} s ({rate:,.0f} rows/s)"
+    )
     return True
 
 

@@ -34,17 +34,28 @@ def safe_name(filename: str) -> str:
     return _SAFE.sub("_", name)[:120] or "upload.csv"
 
 
-async def receive_multipart(content_type: str, body: AsyncIterator[bytes], target_dir: Path,
-                            max_bytes: int) -> Upload:
+async def receive_multipart(
+    content_type: str, body: AsyncIterator[bytes], target_dir: Path, max_bytes: int
+) -> Upload:
     """Write the multipart field `file` of a request body to `target_dir`."""
     ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("expected multipart/form-data with a boundary")
     target_dir.mkdir(parents=True, exist_ok=True)
-    state: dict = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None,
-                   "out": None, "path": None, "size": 0, "sha": hashlib.sha256(), "done": None,
-                   "too_large": False}
+    state: dict = {
+        "headers": {},
+        "field": b"",
+        "value": b"",
+        "name": None,
+        "filename": None,
+        "out": None,
+        "path": None,
+        "size": 0,
+        "sha": hashlib.sha256(),
+        "done": None,
+        "too_large": False,
+    }
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         state["field"] += data[start:end]
@@ -85,17 +96,24 @@ async def receive_multipart(content_type: str, body: AsyncIterator[bytes], targe
             state["out"] = None
             state["done"] = state["path"]
 
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     try:
         async for chunk in body:
             parser.write(chunk)
             if state["too_large"]:
-                raise TooLarge(f"upload larger than {max_bytes // (1 << 20)} MB "
-                               "(TRIPS_MAX_UPLOAD_MB)")
+                raise TooLarge(
+                    f"upload larger than {max_bytes // (1 << 20)} MB (TRIPS_MAX_UPLOAD_MB)"
+                )
         parser.finalize()
     except TooLarge:
         _discard(state)
@@ -131,8 +149,11 @@ def resolve_inside(data_dir: Path, relative: str) -> Path:
             raise BadRequest("path resolves outside the data dir")
         is_file = resolved.is_file()
     except (OSError, RuntimeError) as e:  # a name too long, a symlink loop: not a file of ours
-        raise BadRequest(f"path cannot be resolved: {e.strerror or e}"
-                         if isinstance(e, OSError) else "path cannot be resolved") from e
+        raise BadRequest(
+            f"path cannot be resolved: {e.strerror or e}"
+            if isinstance(e, OSError)
+            else "path cannot be resolved"
+        ) from e
     if not is_file:
         raise NotFound(f"no such file in the data dir: {relative}")
     return resolved
@@ -144,8 +165,10 @@ def digest_inside(path: Path, relative: str) -> tuple[str, int]:
     try:
         return sha256_of(path)
     except FileNotFoundError:
-        raise NotFound(f"no such file in the data dir: {relative} (it went away before it "
-                       "could be read)") from None
+        raise NotFound(
+            f"no such file in the data dir: {relative} (it went away before it could be read)"
+        ) from None
     except OSError as e:
-        raise BadRequest(f"cannot read {relative} in the data dir: "
-                         f"{e.strerror or type(e).__name__}") from None
+        raise BadRequest(
+            f"cannot read {relative} in the data dir: {e.strerror or type(e).__name__}"
+        ) from None

@@ -21,8 +21,9 @@ from service.settings import Settings
 log = logging.getLogger("trips.worker")
 
 
-def run_one(url: str, settings: Settings, job: jobs.Job,
-            on_progress: ProgressFn | None = None) -> dict[str, Any]:
+def run_one(
+    url: str, settings: Settings, job: jobs.Job, on_progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Load a claimed job and record its outcome. Returns the job row as it ended."""
     try:
         load_job(url, settings, job, on_progress)
@@ -74,16 +75,18 @@ class Worker:
                     conn.execute(f"LISTEN {JOBS_CHANNEL}")
                     backoff = 0.5
                     while not self._stop.is_set():
-                        jobs.recover_stale(conn, self.settings.stale_after_seconds,
-                                           self.settings.max_attempts)
+                        jobs.recover_stale(
+                            conn, self.settings.stale_after_seconds, self.settings.max_attempts
+                        )
                         job = jobs.claim(conn)
                         if job is not None:
                             log.info("job %s claimed (%s)", job.id, job.source)
                             run_one(self.url, self.settings, job)
                             continue
                         # Sleep until a job is queued (NOTIFY) or it is time to look for stale jobs.
-                        for _ in conn.notifies(timeout=min(self.settings.stale_after_seconds, 5.0),
-                                               stop_after=1):
+                        for _ in conn.notifies(
+                            timeout=min(self.settings.stale_after_seconds, 5.0), stop_after=1
+                        ):
                             pass
             except psycopg.OperationalError as e:
                 log.warning("worker lost the database (%s); retrying in %.1f s", e, backoff)

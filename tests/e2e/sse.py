@@ -23,12 +23,14 @@ TIMEOUT = 30.0
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, heartbeat_s: float = 15.0
-                         ) -> AsyncIterator[tuple[str, FastAPI]]:
+async def running_server(
+    settings: Settings, heartbeat_s: float = 15.0
+) -> AsyncIterator[tuple[str, FastAPI]]:
     app = create_app(settings)
     app.state.hub.heartbeat_s = heartbeat_s
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=3
+    )
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
@@ -73,9 +75,11 @@ class SseStream:
         """The next event, or None when the server ended the stream."""
         return await asyncio.wait_for(self._next(), timeout)
 
-    async def until(self, done: Callable[[SseEvent], bool], timeout: float = TIMEOUT
-                    ) -> list[SseEvent]:
+    async def until(
+        self, done: Callable[[SseEvent], bool], timeout: float = TIMEOUT
+    ) -> list[SseEvent]:
         """Events up to and including the first for which `done` is true."""
+
         async def _collect() -> list[SseEvent]:
             got: list[SseEvent] = []
             while (event := await self._next()) is not None:
@@ -83,24 +87,29 @@ class SseStream:
                 if done(event):
                     return got
             raise AssertionError(f"stream ended before the awaited event; got {got}")
+
         return await asyncio.wait_for(_collect(), timeout)
 
     async def rest(self, timeout: float = TIMEOUT) -> list[SseEvent]:
         """Every event until the server ends the stream."""
+
         async def _collect() -> list[SseEvent]:
             got = []
             while (event := await self._next()) is not None:
                 got.append(event)
             return got
+
         return await asyncio.wait_for(_collect(), timeout)
 
     async def comments(self, n: int, timeout: float = TIMEOUT) -> None:
         """Wait until `n` comment lines (heartbeats) have arrived."""
+
         async def _read() -> None:
             async for line in self._lines:
                 self.parser.feed(line)
                 if self.parser.comments >= n:
                     return
+
         await asyncio.wait_for(_read(), timeout)
 
 

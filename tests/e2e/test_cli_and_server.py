@@ -25,8 +25,15 @@ TRIPS = str(Path(sys.executable).parent / "trips")
 
 def _env(db_url: str, inbox: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPS_")}
-    env.update({"DATABASE_URL": db_url, "TRIPS_DATA_DIR": str(inbox), "TRIPS_API_LOG": "",
-                "TRIPS_UPLOAD_DIR": str(inbox.parent / "uploads"), **extra})
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "TRIPS_DATA_DIR": str(inbox),
+            "TRIPS_API_LOG": "",
+            "TRIPS_UPLOAD_DIR": str(inbox.parent / "uploads"),
+            **extra,
+        }
+    )
     return env
 
 
@@ -36,20 +43,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ingest_command_summary_and_exit_codes(db_url: str, inbox: Path, sample_csv: Path,
-                                               tmp_path: Path) -> None:
+def test_ingest_command_summary_and_exit_codes(
+    db_url: str, inbox: Path, sample_csv: Path, tmp_path: Path
+) -> None:
     env = _env(db_url, inbox)
-    ok = subprocess.run([TRIPS, "ingest", str(sample_csv)], env=env, capture_output=True,
-                        text=True, timeout=120)
+    ok = subprocess.run(
+        [TRIPS, "ingest", str(sample_csv)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     assert "100 rows read, 100 loaded, 0 rejected" in ok.stderr.replace("\n", " ")
-    again = subprocess.run([TRIPS, "ingest", str(sample_csv)], env=env, capture_output=True,
-                           text=True, timeout=120)
+    again = subprocess.run(
+        [TRIPS, "ingest", str(sample_csv)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0 and "already ingested" in again.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("just,a,header\n")
-    failed = subprocess.run([TRIPS, "ingest", str(bad)], env=env, capture_output=True, text=True,
-                            timeout=120)
+    failed = subprocess.run(
+        [TRIPS, "ingest", str(bad)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 1 and "lacks column" in failed.stderr.replace("\n", " ")
     url = subprocess.run([TRIPS, "db", "url"], env=env, capture_output=True, text=True)
     assert url.stdout.strip() == db_url
@@ -59,8 +70,13 @@ def test_ingest_command_summary_and_exit_codes(db_url: str, inbox: Path, sample_
 def server(db_url: str, inbox: Path, sample_csv: Path) -> Iterator[str]:
     shutil.copy(sample_csv, inbox / "trips.csv")
     port = _free_port()
-    proc = subprocess.Popen([TRIPS, "serve", "--port", str(port)], env=_env(db_url, inbox),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [TRIPS, "serve", "--port", str(port)],
+        env=_env(db_url, inbox),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_line(proc, "Application startup complete", timeout=60)
@@ -97,8 +113,9 @@ def _wait_for_trips(db_url: str, n: int, timeout: float = 60) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("LISTEN trips_events")
         while True:
-            row = conn.execute("SELECT coalesce(sum(rows_loaded), 0) FROM ingestion_jobs "
-                               "WHERE state = 'succeeded'").fetchone()
+            row = conn.execute(
+                "SELECT coalesce(sum(rows_loaded), 0) FROM ingestion_jobs WHERE state = 'succeeded'"
+            ).fetchone()
             if row and row[0] >= n:
                 return
             if time.monotonic() > deadline:
@@ -107,8 +124,9 @@ def _wait_for_trips(db_url: str, n: int, timeout: float = 60) -> None:
                 pass
 
 
-def test_serve_ingests_inbox_and_answers(server: str, db_url: str, inbox: Path,
-                                         sample_csv: Path) -> None:
+def test_serve_ingests_inbox_and_answers(
+    server: str, db_url: str, inbox: Path, sample_csv: Path
+) -> None:
     _wait_for_trips(db_url, 100)
     counts = httpx.get(f"{server}/vehicles/region/count").json()["data"]
     assert {c["region"] for c in counts} == {"Hamburg", "Prague", "Turin"}
@@ -119,7 +137,9 @@ def test_serve_ingests_inbox_and_answers(server: str, db_url: str, inbox: Path,
     (inbox / "more.csv.part").rename(inbox / "more.csv")
     _wait_for_trips(db_url, 110)
     jobs = query(db_url, "SELECT source, state FROM ingestion_jobs ORDER BY id")
-    assert [(j["source"], j["state"]) for j in jobs] == [("trips.csv", "succeeded"),
-                                                          ("more.csv", "succeeded")]
+    assert [(j["source"], j["state"]) for j in jobs] == [
+        ("trips.csv", "succeeded"),
+        ("more.csv", "succeeded"),
+    ]
     assert httpx.get(f"{server}/docs").status_code == 200
     assert "/vehicles" in httpx.get(f"{server}/openapi.json").json()["paths"]

@@ -19,13 +19,23 @@ from tests.e2e.sse import SseStream, running_server, terminal_of
 from tests.helpers import query, wait_for_job
 
 TRIPS = str(Path(sys.executable).parent / "trips")
-PROGRESS_KEYS = {"job_id", "rows_read", "rows_loaded", "rows_rejected", "bytes_read",
-                 "bytes_total", "percent", "rows_per_s", "eta_s"}
+PROGRESS_KEYS = {
+    "job_id",
+    "rows_read",
+    "rows_loaded",
+    "rows_rejected",
+    "bytes_read",
+    "bytes_total",
+    "percent",
+    "rows_per_s",
+    "eta_s",
+}
 
 
 def _table_events(url: str, job_id: int) -> list[tuple[int, str]]:
-    rows = query(url, "SELECT id, type FROM ingestion_events WHERE job_id = %s ORDER BY id",
-                 [job_id])
+    rows = query(
+        url, "SELECT id, type FROM ingestion_events WHERE job_id = %s ORDER BY id", [job_id]
+    )
     return [(r["id"], r["type"]) for r in rows]
 
 
@@ -36,8 +46,9 @@ async def _upload(client: httpx.AsyncClient, path: Path) -> dict:  # type: ignor
     return r.json()
 
 
-async def test_one_request_carries_whole_jobs(settings: Settings, db_url: str, sample_csv: Path,
-                                              tmp_path: Path) -> None:
+async def test_one_request_carries_whole_jobs(
+    settings: Settings, db_url: str, sample_csv: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("region,origin\nPrague,POINT (1 2)\n")
     async with running_server(settings) as (base, app), httpx.AsyncClient(base_url=base) as c:
@@ -68,7 +79,8 @@ async def test_one_request_carries_whole_jobs(settings: Settings, db_url: str, s
 
 
 async def test_resume_after_last_event_id_replays_exactly_the_missed(
-        settings: Settings, db_url: str, sample_csv: Path) -> None:
+    settings: Settings, db_url: str, sample_csv: Path
+) -> None:
     async with running_server(settings) as (base, app), httpx.AsyncClient(base_url=base) as c:
         async with SseStream(c, "/ingestions/events") as first:
             await app.state.hub.wait_subscribers(1, timeout=10)
@@ -79,8 +91,9 @@ async def test_resume_after_last_event_id_replays_exactly_the_missed(
         await anyio.to_thread.run_sync(wait_for_job, db_url, job["id"])
         last = seen[-1]
         assert last is not None and last.id is not None
-        async with SseStream(c, "/ingestions/events",
-                             headers={"Last-Event-ID": str(last.id)}) as resumed:
+        async with SseStream(
+            c, "/ingestions/events", headers={"Last-Event-ID": str(last.id)}
+        ) as resumed:
             rest = await resumed.until(terminal_of(job["id"]))
         # the per-job stream resumes too (header or query), and ends with the job
         async with SseStream(c, f"/ingestions/{job['id']}/events?last_event_id={last.id}") as q:
@@ -93,8 +106,9 @@ async def test_resume_after_last_event_id_replays_exactly_the_missed(
     assert bad.status_code == 400
 
 
-async def test_worker_in_another_process_is_heard(settings: Settings, db_url: str, inbox: Path,
-                                                  sample_csv: Path) -> None:
+async def test_worker_in_another_process_is_heard(
+    settings: Settings, db_url: str, inbox: Path, sample_csv: Path
+) -> None:
     shutil.copy(sample_csv, inbox / "trips.csv")
     settings = settings.model_copy(update={"worker_enabled": False})
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPS_")}
@@ -107,8 +121,12 @@ async def test_worker_in_another_process_is_heard(settings: Settings, db_url: st
             job = r.json()
             assert [(await stream.next()).type] == ["queued"]  # type: ignore[union-attr]
             worker = await asyncio.create_subprocess_exec(
-                TRIPS, "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
+                TRIPS,
+                "worker",
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             try:
                 events = await stream.until(terminal_of(job["id"]))
             finally:
@@ -120,25 +138,35 @@ async def test_worker_in_another_process_is_heard(settings: Settings, db_url: st
 
 
 async def test_heartbeats_keep_an_idle_stream_open(settings: Settings) -> None:
-    async with running_server(settings, heartbeat_s=0.2) as (base, app), \
-            httpx.AsyncClient(base_url=base) as c:
+    async with (
+        running_server(settings, heartbeat_s=0.2) as (base, app),
+        httpx.AsyncClient(base_url=base) as c,
+    ):
         async with SseStream(c, "/ingestions/events") as stream:
             await stream.comments(2, timeout=10)
             assert len(app.state.hub.subscriptions) == 1
         await app.state.hub.wait_subscribers(0, timeout=10)
 
 
-async def test_stream_survives_a_database_restart(private_pg, inbox: Path, tmp_path: Path
-                                                  ) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(database_url=private_pg.url, data_dir=inbox, upload_dir=tmp_path / "up",
-                        api_log=None, watch_inbox=False, worker_enabled=False, _env_file=None)
+async def test_stream_survives_a_database_restart(private_pg, inbox: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(
+        database_url=private_pg.url,
+        data_dir=inbox,
+        upload_dir=tmp_path / "up",
+        api_log=None,
+        watch_inbox=False,
+        worker_enabled=False,
+        _env_file=None,
+    )
 
     def enqueue(names: list[str]) -> list[int]:
         ids = []
         with psycopg.connect(private_pg.url, autocommit=True) as conn:
             for name in names:
                 p = tmp_path / name
-                p.write_text(f"region,origin_coord,destination_coord,datetime,datasource\n#{name}\n")
+                p.write_text(
+                    f"region,origin_coord,destination_coord,datetime,datasource\n#{name}\n"
+                )
                 ids.append(jobs.enqueue(conn, p, name)[0]["id"])
         return ids
 
@@ -160,21 +188,32 @@ async def test_stream_survives_a_database_restart(private_pg, inbox: Path, tmp_p
     assert [e.json()["job_id"] for e in rest] == after
     assert [e.type for e in rest] == ["queued"] * 3
     assert [e.id for e in [first, *rest]] == [
-        r["id"] for r in query(private_pg.url, "SELECT id FROM ingestion_events ORDER BY id")]
+        r["id"] for r in query(private_pg.url, "SELECT id FROM ingestion_events ORDER BY id")
+    ]
 
 
 async def test_trips_ingest_server_draws_progress_and_reports(
-        settings: Settings, sample_csv: Path, tmp_path: Path) -> None:
+    settings: Settings, sample_csv: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPS_")}
     async with running_server(settings) as (base, _app):
+
         async def run(*files: Path) -> tuple[int, str]:
             proc = await asyncio.create_subprocess_exec(
-                TRIPS, "ingest", *map(str, files), "--server", base, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                TRIPS,
+                "ingest",
+                *map(str, files),
+                "--server",
+                base,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             out, _ = await asyncio.wait_for(proc.communicate(), 60)
             return proc.returncode or 0, " ".join(out.decode().split())
+
         ok = await run(sample_csv)
         failed = await run(bad)
     assert ok[0] == 0 and "100 rows read, 100 loaded, 0 rejected" in ok[1], ok[1]

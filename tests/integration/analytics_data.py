@@ -12,8 +12,12 @@ from pathlib import Path
 from shapely.geometry import Point, shape
 
 # Regions: one far south-west (negative coordinates), one non-ASCII, one in two spellings.
-CENTERS = {"Prague": (14.42, 50.08), "São Paulo": (-46.63, -23.55), "Zürich": (8.54, 47.37),
-           "prague": (14.45, 50.05)}
+CENTERS = {
+    "Prague": (14.42, 50.08),
+    "São Paulo": (-46.63, -23.55),
+    "Zürich": (8.54, 47.37),
+    "prague": (14.45, 50.05),
+}
 DATASOURCES = ["funny_car", "cheap_mobile", "baba_car"]
 FIRST_MONDAY = date(2018, 4, 30)
 WEEKS = 7
@@ -58,13 +62,23 @@ def make_trips(seed: int, n: int) -> list[Trip]:
                 return math.floor(c * 100) / 100  # near a grid line
             return c + rng.uniform(-0.12, 0.12)
 
-        out.append(Trip(region, coord(cx), coord(cy), coord(cx), coord(cy), _stamp(rng),
-                        rng.choice(DATASOURCES)))
+        out.append(
+            Trip(
+                region,
+                coord(cx),
+                coord(cy),
+                coord(cx),
+                coord(cy),
+                _stamp(rng),
+                rng.choice(DATASOURCES),
+            )
+        )
     # Both ends in the same spot, and the window's two extremes.
     out.append(Trip("Zürich", 8.54, 47.37, 8.54, 47.37, datetime(2018, 4, 30), "baba_car"))
     last = datetime.combine(FIRST_MONDAY + timedelta(weeks=WEEKS), datetime.min.time())
-    out.append(Trip("Prague", 14.42, 50.08, 14.43, 50.09, last - timedelta(milliseconds=1),
-                    "funny_car"))
+    out.append(
+        Trip("Prague", 14.42, 50.08, 14.43, 50.09, last - timedelta(milliseconds=1), "funny_car")
+    )
     return out
 
 
@@ -73,8 +87,15 @@ def write_csv(trips: list[Trip], path: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["region", "origin_coord", "destination_coord", "datetime", "datasource"])
         for t in trips:
-            w.writerow([t.region, f"POINT ({t.ox!r} {t.oy!r})", f"POINT ({t.dx!r} {t.dy!r})",
-                        t.at.isoformat(sep=" ", timespec="microseconds"), t.datasource])
+            w.writerow(
+                [
+                    t.region,
+                    f"POINT ({t.ox!r} {t.oy!r})",
+                    f"POINT ({t.dx!r} {t.dy!r})",
+                    t.at.isoformat(sep=" ", timespec="microseconds"),
+                    t.datasource,
+                ]
+            )
     return path
 
 
@@ -86,10 +107,16 @@ def in_box(box: tuple[float, float, float, float], x: float, y: float) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
 
 
-def brute_weekly(trips: list[Trip], *, region: str | None = None,
-                 box: tuple[float, float, float, float] | None = None,
-                 polygon: dict | None = None, match: str = "origin",
-                 start: date | None = None, end: date | None = None) -> dict:
+def brute_weekly(
+    trips: list[Trip],
+    *,
+    region: str | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    polygon: dict | None = None,
+    match: str = "origin",
+    start: date | None = None,
+    end: date | None = None,
+) -> dict:
     """The SPEC section 2 definition, one trip at a time."""
     geom = shape(polygon) if polygon else None
 
@@ -115,9 +142,15 @@ def brute_weekly(trips: list[Trip], *, region: str | None = None,
         if ok:
             counts[w] += 1
     total = sum(counts.values())
-    return {"weekly_average": total / weeks, "trips": total, "weeks": weeks,
-            "from": w0.isoformat(), "to": w1.isoformat(), "match": match,
-            "series": [{"week": w.isoformat(), "trips": n} for w, n in counts.items()]}
+    return {
+        "weekly_average": total / weeks,
+        "trips": total,
+        "weeks": weeks,
+        "from": w0.isoformat(),
+        "to": w1.isoformat(),
+        "match": match,
+        "series": [{"week": w.isoformat(), "trips": n} for w, n in counts.items()],
+    }
 
 
 def brute_clusters(trips: list[Trip], cell: float, bucket_minutes: int) -> dict:
@@ -125,9 +158,14 @@ def brute_clusters(trips: list[Trip], cell: float, bucket_minutes: int) -> dict:
     out: dict[tuple, list[float]] = {}
     for t in trips:
         secs = t.at.hour * 3600 + t.at.minute * 60 + t.at.second + t.at.microsecond / 1e6
-        key = (t.region, math.floor(t.ox / cell), math.floor(t.oy / cell),
-               math.floor(t.dx / cell), math.floor(t.dy / cell),
-               math.floor(secs / (bucket_minutes * 60)))
+        key = (
+            t.region,
+            math.floor(t.ox / cell),
+            math.floor(t.oy / cell),
+            math.floor(t.dx / cell),
+            math.floor(t.dy / cell),
+            math.floor(secs / (bucket_minutes * 60)),
+        )
         acc = out.setdefault(key, [0, 0.0, 0.0, 0.0, 0.0])
         acc[0] += 1
         acc[1] += t.ox

@@ -46,38 +46,47 @@ def uploads(settings: Settings) -> list[Path]:
     return sorted(d.iterdir()) if d.exists() else []
 
 
-def write_request(client: TestClient, method: str, path: str, headers: dict[str, Any]
-                  ) -> httpx.Response:
+def write_request(
+    client: TestClient, method: str, path: str, headers: dict[str, Any]
+) -> httpx.Response:
     if path == "/ingestions":
         return client.post(path, json={"path": "trips.csv"}, headers=headers)
     return client.request(method, path, headers=headers)
 
 
 def test_every_non_get_route_is_classified(client: TestClient) -> None:
-    ops = {(m.upper(), p) for p, item in client.get("/openapi.json").json()["paths"].items()
-           for m in item if m.upper() != "GET"}
+    ops = {
+        (m.upper(), p)
+        for p, item in client.get("/openapi.json").json()["paths"].items()
+        for m in item
+        if m.upper() != "GET"
+    }
     assert ops == WRITES | READ_POSTS, "classify new routes as writes (token) or reads"
 
 
 @pytest.mark.parametrize("method,path", sorted(WRITES))
-@pytest.mark.parametrize("auth,status", [
-    (None, 401),
-    ("", 401),
-    ("Bearer", 401),
-    ("Bearer ", 401),
-    ("Bearer    ", 401),
-    (f"Basic {TOKEN}", 401),
-    (TOKEN, 401),
-    ("Bearer wrong", 403),
-    (f"Bearer {TOKEN[:-1]}", 403),
-    (f"Bearer {TOKEN}x", 403),
-    (f"Bearer {TOKEN.upper()}", 403),
-    (f"Bearer {TOKEN} {TOKEN}", 403),
-    ("Bearer ' OR '1'='1", 403),
-    ("Bearer \u00e9t\u00e9", 403),
-])
-def test_writes_need_the_token(client: TestClient, guarded: Settings, method: str, path: str,
-                               auth: str | None, status: int) -> None:
+@pytest.mark.parametrize(
+    "auth,status",
+    [
+        (None, 401),
+        ("", 401),
+        ("Bearer", 401),
+        ("Bearer ", 401),
+        ("Bearer    ", 401),
+        (f"Basic {TOKEN}", 401),
+        (TOKEN, 401),
+        ("Bearer wrong", 403),
+        (f"Bearer {TOKEN[:-1]}", 403),
+        (f"Bearer {TOKEN}x", 403),
+        (f"Bearer {TOKEN.upper()}", 403),
+        (f"Bearer {TOKEN} {TOKEN}", 403),
+        ("Bearer ' OR '1'='1", 403),
+        ("Bearer \u00e9t\u00e9", 403),
+    ],
+)
+def test_writes_need_the_token(
+    client: TestClient, guarded: Settings, method: str, path: str, auth: str | None, status: int
+) -> None:
     headers = {} if auth is None else {"Authorization": auth.encode()}
     r = write_request(client, method, path, headers)
     assert r.status_code == status, r.text
@@ -89,8 +98,9 @@ def test_writes_need_the_token(client: TestClient, guarded: Settings, method: st
 
 @pytest.mark.parametrize("method,path", sorted(WRITES))
 @pytest.mark.parametrize("auth", [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER   {TOKEN}  "])
-def test_writes_with_the_token(client: TestClient, db_url: str, method: str, path: str,
-                               auth: str) -> None:
+def test_writes_with_the_token(
+    client: TestClient, db_url: str, method: str, path: str, auth: str
+) -> None:
     r = write_request(client, method, path, {"Authorization": auth})
     assert r.status_code in (200, 202), r.text
     jobs = client.get("/ingestions").json()
@@ -110,13 +120,14 @@ def test_reads_stay_open(client: TestClient) -> None:
     for path, item in paths.items():
         if "get" not in item or path in SKIP_GETS:
             continue
-        url = (path.replace("{job_id}", "1").replace("{trip_id}", "1")
-               .replace("{column}", "region"))
+        url = path.replace("{job_id}", "1").replace("{trip_id}", "1").replace("{column}", "region")
         r = client.get(url)
         assert r.status_code not in (401, 403, 500), (url, r.status_code, r.text)
         checked += 1
-    r = client.post("/stats/weekly-average", json={
-        "type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]})
+    r = client.post(
+        "/stats/weekly-average",
+        json={"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+    )
     assert r.status_code not in (401, 403, 500), r.text
     assert checked >= 10
 
@@ -135,16 +146,20 @@ async def aclient(guarded: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(guarded)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t",
-                                     headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as c:
             yield c
 
 
-def multipart(total: int, consumed: list[int], chunk: int = 64 << 10,
-              boundary: str = "b0undary") -> tuple[dict[str, str], AsyncIterator[bytes]]:
+def multipart(
+    total: int, consumed: list[int], chunk: int = 64 << 10, boundary: str = "b0undary"
+) -> tuple[dict[str, str], AsyncIterator[bytes]]:
     """A multipart body of a `total`-byte file, streamed; `consumed` counts the bytes taken."""
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"big.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.csv"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     async def body() -> AsyncIterator[bytes]:
@@ -167,7 +182,8 @@ def multipart(total: int, consumed: list[int], chunk: int = 64 << 10,
 
 
 async def test_upload_over_the_cap_stops_early_and_leaves_nothing(
-        aclient: httpx.AsyncClient, guarded: Settings) -> None:
+    aclient: httpx.AsyncClient, guarded: Settings
+) -> None:
     consumed = [0]
     headers, body = multipart(20 << 20, consumed)  # 20 MiB, no Content-Length: chunked
     r = await aclient.post("/ingestions", headers=headers, content=body)
@@ -178,8 +194,9 @@ async def test_upload_over_the_cap_stops_early_and_leaves_nothing(
     assert (await aclient.get("/ingestions")).json() == []
 
 
-async def test_declared_oversize_is_refused_unread(aclient: httpx.AsyncClient,
-                                                   guarded: Settings) -> None:
+async def test_declared_oversize_is_refused_unread(
+    aclient: httpx.AsyncClient, guarded: Settings
+) -> None:
     consumed = [0]
     headers, body = multipart(20 << 20, consumed)
     headers["Content-Length"] = str(20 << 20)
@@ -189,8 +206,9 @@ async def test_declared_oversize_is_refused_unread(aclient: httpx.AsyncClient,
     assert uploads(guarded) == []
 
 
-async def test_upload_at_the_cap_is_accepted(aclient: httpx.AsyncClient, guarded: Settings,
-                                             db_url: str) -> None:
+async def test_upload_at_the_cap_is_accepted(
+    aclient: httpx.AsyncClient, guarded: Settings, db_url: str
+) -> None:
     rows = ((1 << 20) - len(HEADER)) // len(ROW)
     data = HEADER + ROW * rows
     assert len(data) <= 1 << 20
@@ -201,19 +219,27 @@ async def test_upload_at_the_cap_is_accepted(aclient: httpx.AsyncClient, guarded
     assert kept[0].name.endswith("x.csv") and ".." not in kept[0].name
 
 
-@pytest.mark.parametrize("headers,content", [
-    ({"Content-Type": "multipart/form-data"}, b"--x\r\n"),  # no boundary
-    ({"Content-Type": "multipart/form-data; boundary=x"}, b"garbage without parts"),
-    ({"Content-Type": "multipart/form-data; boundary=x"},
-     b"--x\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nv\r\n--x--\r\n"),
-    ({"Content-Type": "multipart/form-data; boundary=x"},
-     b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nregion"),
-    ({"Content-Type": "text/csv"}, (HEADER + ROW).encode()),
-    ({"Content-Type": "application/x-www-form-urlencoded"}, b"path=trips.csv"),
-    ({}, b""),
-])
-async def test_malformed_uploads_are_400(aclient: httpx.AsyncClient, guarded: Settings,
-                                         headers: dict[str, str], content: bytes) -> None:
+@pytest.mark.parametrize(
+    "headers,content",
+    [
+        ({"Content-Type": "multipart/form-data"}, b"--x\r\n"),  # no boundary
+        ({"Content-Type": "multipart/form-data; boundary=x"}, b"garbage without parts"),
+        (
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            b'--x\r\nContent-Disposition: form-data; name="other"\r\n\r\nv\r\n--x--\r\n',
+        ),
+        (
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\nregion',
+        ),
+        ({"Content-Type": "text/csv"}, (HEADER + ROW).encode()),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"path=trips.csv"),
+        ({}, b""),
+    ],
+)
+async def test_malformed_uploads_are_400(
+    aclient: httpx.AsyncClient, guarded: Settings, headers: dict[str, str], content: bytes
+) -> None:
     r = await aclient.post("/ingestions", headers=headers, content=content)
     assert r.status_code == 400, r.text
     assert uploads(guarded) == []
@@ -235,35 +261,43 @@ def outside(tmp_path: Path, inbox: Path) -> Path:
     return secret
 
 
-@pytest.mark.parametrize("path,status", [
-    ("../secret.csv", 400),
-    ("sub/../../secret.csv", 400),
-    ("./../secret.csv", 400),
-    ("..", 400),
-    ("/etc/passwd", 400),
-    ("SECRET", 400),  # replaced with the absolute path of the file outside
-    ("link_out.csv", 400),
-    ("dir_out/secret.csv", 400),
-    ("dir_out/inbox/trips.csv", 202),  # out through one link and back in: the real file is inside
-    ("loop", 400),
-    ("loop/x.csv", 400),
-    ("x" * 5000, 400),
-    ("a/" * 3000 + "x.csv", 400),
-    ("", 400),
-    ("trips.csv\x00.png", 400),
-    ("sub", 404),
-    ("nope.csv", 404),
-    ("..\\..\\secret.csv", 404),  # a plain (odd) file name on POSIX
-    ("%2e%2e/secret.csv", 404),
-    ("link_in.csv", 202),
-    ("sub/inner.csv", 202),
-])
-def test_paths_outside_the_data_dir_are_refused(client: TestClient, outside: Path, path: str,
-                                                status: int) -> None:
+@pytest.mark.parametrize(
+    "path,status",
+    [
+        ("../secret.csv", 400),
+        ("sub/../../secret.csv", 400),
+        ("./../secret.csv", 400),
+        ("..", 400),
+        ("/etc/passwd", 400),
+        ("SECRET", 400),  # replaced with the absolute path of the file outside
+        ("link_out.csv", 400),
+        ("dir_out/secret.csv", 400),
+        (
+            "dir_out/inbox/trips.csv",
+            202,
+        ),  # out through one link and back in: the real file is inside
+        ("loop", 400),
+        ("loop/x.csv", 400),
+        ("x" * 5000, 400),
+        ("a/" * 3000 + "x.csv", 400),
+        ("", 400),
+        ("trips.csv\x00.png", 400),
+        ("sub", 404),
+        ("nope.csv", 404),
+        ("..\\..\\secret.csv", 404),  # a plain (odd) file name on POSIX
+        ("%2e%2e/secret.csv", 404),
+        ("link_in.csv", 202),
+        ("sub/inner.csv", 202),
+    ],
+)
+def test_paths_outside_the_data_dir_are_refused(
+    client: TestClient, outside: Path, path: str, status: int
+) -> None:
     if path == "SECRET":
         path = str(outside)
-    r = client.post("/ingestions", json={"path": path}, headers={"Authorization":
-                                                                  f"Bearer {TOKEN}"})
+    r = client.post(
+        "/ingestions", json={"path": path}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert r.status_code == status, r.text
     if status >= 400:
         assert "detail" in r.json()
@@ -273,19 +307,23 @@ def test_paths_outside_the_data_dir_are_refused(client: TestClient, outside: Pat
 # -- the exposed-serve warning --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host,token,warns", [
-    ("0.0.0.0", None, True),
-    ("::", None, True),
-    ("192.0.2.10", None, True),
-    ("example.com", None, True),
-    ("0.0.0.0", TOKEN, False),
-    ("127.0.0.1", None, False),
-    ("127.0.0.2", None, False),
-    ("localhost", None, False),
-    ("::1", None, False),
-])
-def test_serve_warns_when_exposed_without_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                host: str, token: str | None, warns: bool) -> None:
+@pytest.mark.parametrize(
+    "host,token,warns",
+    [
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("192.0.2.10", None, True),
+        ("example.com", None, True),
+        ("0.0.0.0", TOKEN, False),
+        ("127.0.0.1", None, False),
+        ("127.0.0.2", None, False),
+        ("localhost", None, False),
+        ("::1", None, False),
+    ],
+)
+def test_serve_warns_when_exposed_without_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str, token: str | None, warns: bool
+) -> None:
     import uvicorn
 
     served: list[dict[str, Any]] = []
@@ -303,8 +341,9 @@ def test_serve_warns_when_exposed_without_token(monkeypatch: pytest.MonkeyPatch,
     assert ("WARNING" in out and "TRIPS_API_TOKEN" in out) is warns, out
 
 
-def test_serve_warns_for_host_from_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_serve_warns_for_host_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
@@ -316,14 +355,16 @@ def test_serve_warns_for_host_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert "WARNING" in result.output + (result.stderr if result.stderr_bytes else "")
 
 
-async def test_unauthorised_upload_is_not_read(aclient: httpx.AsyncClient,
-                                               guarded: Settings) -> None:
+async def test_unauthorised_upload_is_not_read(
+    aclient: httpx.AsyncClient, guarded: Settings
+) -> None:
     """The token is checked before the body is read: a refused 20 MiB upload costs nothing."""
     for auth, status in (("Bearer wrong", 403), ("", 401)):
         consumed = [0]
         headers, body = multipart(20 << 20, consumed)
-        r = await aclient.post("/ingestions", headers={**headers, "Authorization": auth},
-                               content=body)
+        r = await aclient.post(
+            "/ingestions", headers={**headers, "Authorization": auth}, content=body
+        )
         assert r.status_code == status, r.text
         assert consumed[0] < 1 << 20, f"read {consumed[0]} bytes before refusing"
         assert uploads(guarded) == []

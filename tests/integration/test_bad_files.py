@@ -25,12 +25,15 @@ MIB = 1 << 20
 
 
 def stored_rows(url: str) -> list[tuple[Any, ...]]:
-    rows = query(url, """
+    rows = query(
+        url,
+        """
         SELECT r.name AS region, ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
                ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy,
                to_char(t.started_at, 'YYYY-MM-DD HH24:MI:SS.US') AS ts, d.name AS datasource
         FROM trips t JOIN regions r ON r.id = t.region_id
-        JOIN datasources d ON d.id = t.datasource_id""")
+        JOIN datasources d ON d.id = t.datasource_id""",
+    )
     return sorted(tuple(r.values()) for r in rows)
 
 
@@ -39,8 +42,10 @@ def expected_rows(stored: list[list[Any]]) -> list[tuple[Any, ...]]:
         whole, _, frac = s.partition(".")
         return f"{whole}.{(frac + '000000')[:6]}"
 
-    return sorted((r, float(ox), float(oy), float(dx), float(dy), ts(t), d)
-                  for r, ox, oy, dx, dy, t, d in stored)
+    return sorted(
+        (r, float(ox), float(oy), float(dx), float(dy), ts(t), d)
+        for r, ox, oy, dx, dy, t, d in stored
+    )
 
 
 def physical_lines(path: Path) -> list[bytes]:
@@ -61,8 +66,11 @@ def test_bad_file(name: str, db_url: str, settings: Settings) -> None:
     job = ingest(db_url, settings, path)
     assert job["state"] == exp["state"], job["error"]
     n_trips = query(db_url, "SELECT count(*) AS n FROM trips")[0]["n"]
-    rejections = query(db_url, "SELECT line, reason, raw FROM ingestion_rejections "
-                               "WHERE job_id = %s ORDER BY line", [job["id"]])
+    rejections = query(
+        db_url,
+        "SELECT line, reason, raw FROM ingestion_rejections WHERE job_id = %s ORDER BY line",
+        [job["id"]],
+    )
     if exp["state"] == "failed":
         assert exp["error"] in job["error"]
         assert n_trips == 0 and rejections == []
@@ -70,7 +78,10 @@ def test_bad_file(name: str, db_url: str, settings: Settings) -> None:
         return
     assert job["error"] is None
     assert (job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        exp["rows_read"], exp["rows_loaded"], exp["rows_rejected"])
+        exp["rows_read"],
+        exp["rows_loaded"],
+        exp["rows_rejected"],
+    )
     assert job["ignored_columns"] == exp["ignored_columns"]
     assert [r["line"] for r in rejections] == [line for line, _ in exp["rejections"]]
     lines = physical_lines(path) if not name.endswith(".gz") else None
@@ -91,19 +102,29 @@ def test_megabyte_lines(db_url: str, settings: Settings, tmp_path: Path) -> None
     big = "x" * MIB
     p.write_text(
         "region,origin_coord,destination_coord,datetime,datasource,note\n"
-        + GOOD.rstrip("\n") + ",\n"                                               # 2
-        + f"{big},POINT (1 2),POINT (3 4),2018-05-28 09:03:41,car,\n"              # 3
-        + GOOD.rstrip("\n") + f",{big}\n"                                         # 4 ignored
-        + f"Prague,POINT (1 2),POINT (3 4),2018-05-28 09:03:41,{big},\n"          # 5
+        + GOOD.rstrip("\n")
+        + ",\n"  # 2
+        + f"{big},POINT (1 2),POINT (3 4),2018-05-28 09:03:41,car,\n"  # 3
+        + GOOD.rstrip("\n")
+        + f",{big}\n"  # 4 ignored
+        + f"Prague,POINT (1 2),POINT (3 4),2018-05-28 09:03:41,{big},\n"  # 5
         + f"Prague,POINT ({'1' * MIB} 2),POINT (3 4),2018-05-28 09:03:41,car,\n"  # 6
-        + big + "\n"                                                              # 7
-        + GOOD.rstrip("\n") + ",\n")                                              # 8
+        + big
+        + "\n"  # 7
+        + GOOD.rstrip("\n")
+        + ",\n"
+    )  # 8
     job = ingest(db_url, settings, p)
     assert (job["state"], job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        "succeeded", 7, 3, 4)
+        "succeeded",
+        7,
+        3,
+        4,
+    )
     assert job["ignored_columns"] == ["note"]
-    rej = query(db_url, "SELECT line, reason, length(raw) AS n FROM ingestion_rejections "
-                        "ORDER BY line")
+    rej = query(
+        db_url, "SELECT line, reason, length(raw) AS n FROM ingestion_rejections ORDER BY line"
+    )
     assert [(r["line"], r["reason"]) for r in rej] == [
         (3, "region longer than 200 characters"),
         (5, "datasource longer than 200 characters"),
@@ -123,7 +144,11 @@ def test_line_longer_than_the_record_cap(db_url: str, settings: Settings, tmp_pa
         f.write(GOOD + "Prague,POINT (1 2),POINT (3 4),yesterday,car\n" + GOOD)  # lines 4-6
     job = ingest(db_url, settings, p)
     assert (job["state"], job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        "succeeded", 5, 3, 2)
+        "succeeded",
+        5,
+        3,
+        2,
+    )
     rej = query(db_url, "SELECT line, reason FROM ingestion_rejections ORDER BY line")
     assert [r["line"] for r in rej] == [3, 5]
     assert "8 MiB" in rej[0]["reason"] and rej[1]["reason"].startswith("datetime")
@@ -140,23 +165,33 @@ def test_line_numbers_across_blocks(db_url: str, settings: Settings, tmp_path: P
         f.write(HEADER)
         for line in range(2, n + 2):
             if line in bad_at:
-                f.write(f"R{line % 7},POINT (14.4 {90 + line}),POINT (1 2),2018-05-28 09:03:41,"
-                        "car\n")
+                f.write(
+                    f"R{line % 7},POINT (14.4 {90 + line}),POINT (1 2),2018-05-28 09:03:41,car\n"
+                )
             elif line in quoted_at:
                 f.write(f'"Quoted, {line}",POINT (1 2),POINT (3 4),2018-05-28 09:03:41,car\n')
                 regions[f"Quoted, {line}"] += 1
             else:
-                f.write(f"R{line % 7},POINT (14.4 50.1),POINT (14.5 50.2),2018-05-28 09:03:41,"
-                        "car\n")
+                f.write(
+                    f"R{line % 7},POINT (14.4 50.1),POINT (14.5 50.2),2018-05-28 09:03:41,car\n"
+                )
                 regions[f"R{line % 7}"] += 1
     assert p.stat().st_size > 2 * (4 << 20)
     job = ingest(db_url, settings, p)
     assert (job["state"], job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        "succeeded", n, n - len(bad_at), len(bad_at))
+        "succeeded",
+        n,
+        n - len(bad_at),
+        len(bad_at),
+    )
     rej = query(db_url, "SELECT line, reason FROM ingestion_rejections ORDER BY line")
     assert [(r["line"], r["reason"]) for r in rej] == [
         (line, f"origin_coord: latitude {90.0 + line!r} outside [-90, 90]")
-        for line in sorted(bad_at)]
-    got = query(db_url, """SELECT r.name, count(*) AS n FROM trips t
-                           JOIN regions r ON r.id = t.region_id GROUP BY r.name""")
+        for line in sorted(bad_at)
+    ]
+    got = query(
+        db_url,
+        """SELECT r.name, count(*) AS n FROM trips t
+                           JOIN regions r ON r.id = t.region_id GROUP BY r.name""",
+    )
     assert {g["name"]: g["n"] for g in got} == dict(regions)

@@ -24,15 +24,24 @@ def _spread(seed: int, n: int) -> list[Trip]:
     """Many distinct clusters in one region: more than the per-region top list holds."""
     rng = random.Random(seed)
     base = datetime(2018, 5, 7)
-    return [Trip("Montréal", -73.6 + rng.uniform(0, 0.4), 45.4 + rng.uniform(0, 0.2),
-                 -73.6 + rng.uniform(0, 0.4), 45.4 + rng.uniform(0, 0.2),
-                 base + timedelta(seconds=rng.randrange(86400 * 7)), "funny_car")
-            for _ in range(n)]
+    return [
+        Trip(
+            "Montréal",
+            -73.6 + rng.uniform(0, 0.4),
+            45.4 + rng.uniform(0, 0.2),
+            -73.6 + rng.uniform(0, 0.4),
+            45.4 + rng.uniform(0, 0.2),
+            base + timedelta(seconds=rng.randrange(86400 * 7)),
+            "funny_car",
+        )
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture
-def loaded(settings: Settings, db_url: str, tmp_path: Path
-           ) -> Iterator[tuple[TestClient, list[Trip]]]:
+def loaded(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, list[Trip]]]:
     first = make_trips(3, 1200) + _spread(4, 1500)
     second = make_trips(5, 600) + _spread(6, 600) + make_trips(3, 300)  # repeats: upserts
     big = settings.model_copy(update={"small_job_rows": 0})
@@ -45,7 +54,8 @@ def loaded(settings: Settings, db_url: str, tmp_path: Path
 def _expected(trips: list[Trip], cell: float = 0.01, minutes: int = 60, **f: object) -> list:
     rows = []
     for (region, ocx, ocy, dcx, dcy, b), (n, sox, soy, sdx, sdy) in brute_clusters(
-            trips, cell, minutes).items():
+        trips, cell, minutes
+    ).items():
         mx, my = sox / n, soy / n
         if f.get("region") and region.lower() != str(f["region"]).lower():
             continue
@@ -56,8 +66,16 @@ def _expected(trips: list[Trip], cell: float = 0.01, minutes: int = 60, **f: obj
             continue
         if "buckets" in f and b not in f["buckets"]:  # type: ignore[operator]
             continue
-        rows.append((n, region, (ocx, ocy), (dcx, dcy), bucket_label(b, minutes),
-                     (mx, my, sdx / n, sdy / n)))
+        rows.append(
+            (
+                n,
+                region,
+                (ocx, ocy),
+                (dcx, dcy),
+                bucket_label(b, minutes),
+                (mx, my, sdx / n, sdy / n),
+            )
+        )
     rows.sort(key=lambda r: -r[0])
     return rows
 
@@ -71,8 +89,16 @@ def _got(client: TestClient, **params: object) -> list:
     for feat in r.json()["features"]:
         p = feat["properties"]
         (ox, oy), (dx, dy) = feat["geometry"]["coordinates"]
-        out.append((p["trips"], p["region"], tuple(p["origin_cell"]),
-                    tuple(p["destination_cell"]), p["time_bucket"], (ox, oy, dx, dy)))
+        out.append(
+            (
+                p["trips"],
+                p["region"],
+                tuple(p["origin_cell"]),
+                tuple(p["destination_cell"]),
+                p["time_bucket"],
+                (ox, oy, dx, dy),
+            )
+        )
     assert len(out) == len(fc.features)
     return out
 
@@ -96,10 +122,16 @@ def test_clusters_equal_brute_force(loaded: tuple[TestClient, list[Trip]]) -> No
     _same(_got(client, region="PRAGUE", limit=50), _expected(trips, region="prague"), 50)
     # Filters that leave too few matches in the top list: answered from the full table.
     box = (-73.5, 45.45, -73.3, 45.55)
-    _same(_got(client, region="Montréal", bbox=",".join(map(str, box)), limit=1000),
-          _expected(trips, region="Montréal", bbox=box), 1000)
-    _same(_got(client, time_from="08:00", time_to="10:30", min_trips=2, limit=1000),
-          _expected(trips, buckets={8, 9, 10}, min_trips=2), 1000)
+    _same(
+        _got(client, region="Montréal", bbox=",".join(map(str, box)), limit=1000),
+        _expected(trips, region="Montréal", bbox=box),
+        1000,
+    )
+    _same(
+        _got(client, time_from="08:00", time_to="10:30", min_trips=2, limit=1000),
+        _expected(trips, buckets={8, 9, 10}, min_trips=2),
+        1000,
+    )
     _same(_got(client, min_trips=3, limit=5), _expected(trips, min_trips=3), 5)
 
 
@@ -120,12 +152,16 @@ def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_u
     from service.cli import app
 
     client, trips = loaded
-    env = {"DATABASE_URL": db_url, "TRIPS_CLUSTER_CELL": "0.05",
-           "TRIPS_CLUSTER_BUCKET_MINUTES": "30"}
+    env = {
+        "DATABASE_URL": db_url,
+        "TRIPS_CLUSTER_CELL": "0.05",
+        "TRIPS_CLUSTER_BUCKET_MINUTES": "30",
+    }
     res = CliRunner().invoke(app, ["clusters", "--region", "Zürich", "--limit", "3"], env=env)
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(app, ["clusters", "--rebuild", "--geojson", "--limit", "1000"],
-                             env=env)
+    res = CliRunner().invoke(
+        app, ["clusters", "--rebuild", "--geojson", "--limit", "1000"], env=env
+    )
     assert res.exit_code == 0, res.output
     _same(_got(client, limit=1000), _expected(trips, 0.05, 30), 1000)
     assert client.get("/clusters").json()["params"] == {"cell": 0.05, "bucket_minutes": 30}
@@ -133,8 +169,13 @@ def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_u
 
 def test_bad_cluster_requests(loaded: tuple[TestClient, list[Trip]]) -> None:
     client, _ = loaded
-    for params in ({"bbox": "1,2"}, {"time_from": "25:00"}, {"time_from": "10:00",
-                   "time_to": "09:00"}, {"min_trips": 0}, {"limit": "x"}):
+    for params in (
+        {"bbox": "1,2"},
+        {"time_from": "25:00"},
+        {"time_from": "10:00", "time_to": "09:00"},
+        {"min_trips": 0},
+        {"limit": "x"},
+    ):
         assert client.get("/clusters", params=params).status_code == 422, params
     r = client.get("/clusters", params={"region": "Atlantis"})
     assert r.status_code == 404 and "Zürich" in r.json()["detail"]

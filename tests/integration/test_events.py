@@ -21,8 +21,9 @@ from tests.helpers import query
 async def hub_and_pool(db_url: str) -> AsyncIterator[tuple[Hub, AsyncConnectionPool]]:
     hub = Hub(queue_size=4)
     await hub.start(db_url, wait_s=10)
-    async with AsyncConnectionPool(db_url, min_size=1, max_size=4,
-                                   kwargs={"autocommit": True}) as pool:
+    async with AsyncConnectionPool(
+        db_url, min_size=1, max_size=4, kwargs={"autocommit": True}
+    ) as pool:
         yield hub, pool
     await hub.stop()
 
@@ -41,7 +42,8 @@ async def _take(events: AsyncIterator[Event], n: int) -> list[Event]:
 
 
 async def test_many_subscribers_share_one_listening_connection(
-        hub_and_pool: tuple[Hub, AsyncConnectionPool], db_url: str, tmp_path: Path) -> None:
+    hub_and_pool: tuple[Hub, AsyncConnectionPool], db_url: str, tmp_path: Path
+) -> None:
     hub, pool = hub_and_pool
     streams = [stream(hub, pool, None, None) for _ in range(200)]
     readers = [asyncio.create_task(_take(s, 6)) for s in streams]
@@ -49,9 +51,12 @@ async def test_many_subscribers_share_one_listening_connection(
     job_id, ids = await anyio.to_thread.run_sync(_write_events, db_url, tmp_path / "a.csv", 5)
     got = await asyncio.wait_for(asyncio.gather(*readers), 30)
     assert all([e.id for e in events][1:] == ids for events in got)
-    listeners = query(db_url, "SELECT count(*) AS n FROM pg_stat_activity "
-                      "WHERE datname = current_database() AND application_name = %s",
-                      [APPLICATION_NAME])
+    listeners = query(
+        db_url,
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s",
+        [APPLICATION_NAME],
+    )
     assert listeners[0]["n"] == 1
     for s in streams:
         await s.aclose()
@@ -59,7 +64,8 @@ async def test_many_subscribers_share_one_listening_connection(
 
 
 async def test_slow_subscriber_resyncs_from_the_table_and_blocks_no_one(
-        hub_and_pool: tuple[Hub, AsyncConnectionPool], db_url: str, tmp_path: Path) -> None:
+    hub_and_pool: tuple[Hub, AsyncConnectionPool], db_url: str, tmp_path: Path
+) -> None:
     hub, pool = hub_and_pool  # queues hold 4 events
     slow, fast = stream(hub, pool, None, None), stream(hub, pool, None, None)
     slow_first = asyncio.create_task(_take(slow, 1))
@@ -70,7 +76,8 @@ async def test_slow_subscriber_resyncs_from_the_table_and_blocks_no_one(
     assert [e.id for e in fast_events][1:] == ids
     assert any(s.overflowed for s in hub.subscriptions)  # the slow one fell behind
     slow_events = await asyncio.wait_for(slow_first, 10) + await asyncio.wait_for(
-        _take(slow, 30), 30)
+        _take(slow, 30), 30
+    )
     assert [e.id for e in slow_events] == [e.id for e in fast_events]  # no gap, no duplicate
     await slow.aclose()
     await fast.aclose()
@@ -101,9 +108,12 @@ async def test_stop_ends_the_listener_while_events_flow(db_url: str, tmp_path: P
                 await hub.stop()
             assert hub._task is not None and hub._task.done()
         async with asyncio.timeout(10):
-            while query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND application_name = %s",
-                        [APPLICATION_NAME])[0]["n"]:
+            while query(
+                db_url,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = "
+                "current_database() AND application_name = %s",
+                [APPLICATION_NAME],
+            )[0]["n"]:
                 await asyncio.sleep(0.05)
     finally:
         flowing = False

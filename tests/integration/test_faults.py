@@ -39,8 +39,11 @@ BIG_ROWS = 200_000
 
 
 def generate(path: Path, rows: int, seed: int) -> Path:
-    subprocess.run([str(TRIPS), "generate", "--rows", str(rows), "--out", str(path),
-                    "--seed", str(seed)], check=True, capture_output=True)
+    subprocess.run(
+        [str(TRIPS), "generate", "--rows", str(rows), "--out", str(path), "--seed", str(seed)],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -57,9 +60,19 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     def start(url: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [str(TRIPS), "worker"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "DATABASE_URL": url, "TRIPS_HEARTBEAT_SECONDS": str(HEARTBEAT_S),
-                 "TRIPS_STALE_AFTER_SECONDS": str(STALE_S), "TRIPS_API_LOG": "", **env})
+            [str(TRIPS), "worker"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "DATABASE_URL": url,
+                "TRIPS_HEARTBEAT_SECONDS": str(HEARTBEAT_S),
+                "TRIPS_STALE_AFTER_SECONDS": str(STALE_S),
+                "TRIPS_API_LOG": "",
+                **env,
+            },
+        )
         log.close()
         started.append(proc)
         return proc
@@ -71,8 +84,12 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             proc.wait(10)
 
 
-def wait_until(url: str, job_id: int, ok: Callable[[dict[str, Any], psycopg.Connection], bool],
-               timeout: float = 60.0) -> dict[str, Any]:
+def wait_until(
+    url: str,
+    job_id: int,
+    ok: Callable[[dict[str, Any], psycopg.Connection], bool],
+    timeout: float = 60.0,
+) -> dict[str, Any]:
     """Block until `ok(job, conn)` holds, re-checked on every event of the store (NOTIFY)."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
@@ -116,15 +133,22 @@ def assert_stored_exactly(url: str, job_id: int, rows: int, total: int | None = 
 
 def retried(job: dict[str, Any], conn: psycopg.Connection) -> bool:
     """The job was recovered from its dead worker: requeued for a retry, or failed."""
-    row = conn.execute("""SELECT count(*) FROM ingestion_events WHERE job_id = %s AND
+    row = conn.execute(
+        """SELECT count(*) FROM ingestion_events WHERE job_id = %s AND
                           type = 'queued' AND payload->>'retry' = 'true'""",
-                       [job["id"]]).fetchone()
+        [job["id"]],
+    ).fetchone()
     return bool(row and row[0]) or job["state"] == "failed"
 
 
 @pytest.mark.parametrize("phase,max_attempts", [("reading", 3), ("finalizing", 1)])
-def test_worker_killed_mid_job(phase: str, max_attempts: int, db_url: str, big_file: Path,
-                               workers: Callable[..., subprocess.Popen[bytes]]) -> None:
+def test_worker_killed_mid_job(
+    phase: str,
+    max_attempts: int,
+    db_url: str,
+    big_file: Path,
+    workers: Callable[..., subprocess.Popen[bytes]],
+) -> None:
     job_id = enqueue(db_url, big_file)
     size = big_file.stat().st_size
     victim = workers(db_url)
@@ -156,24 +180,32 @@ def test_worker_killed_mid_job(phase: str, max_attempts: int, db_url: str, big_f
         job_id = enqueue(db_url, big_file)  # the retry: the same bytes, accepted again
     job = wait_for_job(db_url, job_id, timeout=90)
     assert (job["state"], job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        "succeeded", BIG_ROWS, BIG_ROWS, 0), job
+        "succeeded",
+        BIG_ROWS,
+        BIG_ROWS,
+        0,
+    ), job
     assert_stored_exactly(db_url, job_id, BIG_ROWS)
     # The dead worker's backend is gone, and no orphan job table is left behind.
-    leftovers = query(db_url, """SELECT relname FROM pg_class c WHERE relname LIKE 'trips_job_%%'
-                                 AND NOT relispartition AND relkind = 'r'""")
+    leftovers = query(
+        db_url,
+        """SELECT relname FROM pg_class c WHERE relname LIKE 'trips_job_%%'
+                                 AND NOT relispartition AND relkind = 'r'""",
+    )
     assert leftovers == []
 
 
 @pytest.mark.parametrize("mode", ["immediate"])
-def test_database_restarted_during_ingestion(mode: str, private_pg: Any, big_file: Path,
-                                             workers: Callable[..., subprocess.Popen[bytes]]
-                                             ) -> None:
+def test_database_restarted_during_ingestion(
+    mode: str, private_pg: Any, big_file: Path, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
     url = private_pg.url
     job_id = enqueue(url, big_file)
     size = big_file.stat().st_size
     workers(url)
-    job = wait_until(url, job_id,
-                     lambda j, _: j["state"] == "running" and 0 < j["bytes_read"] < size)
+    job = wait_until(
+        url, job_id, lambda j, _: j["state"] == "running" and 0 < j["bytes_read"] < size
+    )
     assert job["state"] == "running"
     private_pg.stop(mode)  # a crash: no clean shutdown, WAL recovery on start
     private_pg.start()
@@ -189,8 +221,9 @@ def test_database_restarted_during_ingestion(mode: str, private_pg: Any, big_fil
     assert query(url, "SELECT count(*) AS n FROM ingestion_jobs")[0]["n"] == 1
 
 
-def test_four_files_two_workers(db_url: str, tmp_path: Path,
-                                workers: Callable[..., subprocess.Popen[bytes]]) -> None:
+def test_four_files_two_workers(
+    db_url: str, tmp_path: Path, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
     # Two below the small-job threshold (moved into the shared partition), two above it
     # (attached as partitions of their own): both finishing paths run side by side.
     sizes = {20_000: 1, 35_000: 2, 55_000: 3, 70_000: 4}
@@ -200,8 +233,9 @@ def test_four_files_two_workers(db_url: str, tmp_path: Path,
     workers(db_url)
     for job_id, rows in ids.items():
         job = wait_for_job(db_url, job_id, timeout=120)
-        assert (job["state"], job["rows_loaded"], job["rows_rejected"]) == (
-            "succeeded", rows, 0), job
+        assert (job["state"], job["rows_loaded"], job["rows_rejected"]) == ("succeeded", rows, 0), (
+            job
+        )
         assert count(db_url, "ingestion_id = %s", [job_id]) == rows
     first = next(iter(ids))
     assert_stored_exactly(db_url, first, ids[first], total=sum(ids.values()))
@@ -209,8 +243,9 @@ def test_four_files_two_workers(db_url: str, tmp_path: Path,
     assert len(by_worker) == 2, f"both workers took jobs: {by_worker}"
 
 
-async def test_same_file_posted_at_once(settings: Settings, db_url: str, inbox: Path,
-                                        big_file: Path) -> None:
+async def test_same_file_posted_at_once(
+    settings: Settings, db_url: str, inbox: Path, big_file: Path
+) -> None:
     """Two uploads and two `path` requests of the same bytes, all in flight together."""
     small = inbox / "same.csv"
     with open(big_file, "rb") as src, open(small, "wb") as dst:
@@ -220,12 +255,15 @@ async def test_same_file_posted_at_once(settings: Settings, db_url: str, inbox: 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            posts = [client.post("/ingestions", files={"file": ("same.csv", body, "text/csv")})
-                     for _ in range(2)]
+            posts = [
+                client.post("/ingestions", files={"file": ("same.csv", body, "text/csv")})
+                for _ in range(2)
+            ]
             posts += [client.post("/ingestions", json={"path": "same.csv"}) for _ in range(2)]
             answers = await asyncio.gather(*posts)
             assert sorted(r.status_code for r in answers) == [200, 200, 200, 202], [
-                r.text for r in answers]
+                r.text for r in answers
+            ]
             assert len({r.json()["id"] for r in answers}) == 1
             job_id = answers[0].json()["id"]
             job = await asyncio.to_thread(wait_for_job, db_url, job_id)

@@ -19,23 +19,61 @@ from service.settings import Settings
 from tests.helpers import query, wait_for_job
 
 HOSTILE = [
-    "' OR '1'='1", "1; DROP TABLE trips; --", "1' UNION SELECT usename, passwd FROM pg_shadow --",
-    "'); SELECT pg_sleep(10); --", "\" OR \"\"=\"", "%' OR 1=1 --",
+    "' OR '1'='1",
+    "1; DROP TABLE trips; --",
+    "1' UNION SELECT usename, passwd FROM pg_shadow --",
+    "'); SELECT pg_sleep(10); --",
+    '" OR ""="',
+    "%' OR 1=1 --",
     "\\'; COMMIT; DROP TABLE trips;",
-    "$$; DROP TABLE trips; $$", "E'\\x00'", "1)) OR ((1=1", "region; --",
-    "9" * 400, "1e400", "-1e400", "9223372036854775808", "-9223372036854775809", "-1", "-0", "0",
-    "NaN", "Infinity", "-inf", "0x7fffffff", "1_000", "", " ", "\t", "null", "true", "[]", "{}",
-    ",,,", "1,2,3", "-181,-91,181,91", "0,0,0,0", "10,10,0,0",
-    "../../../../etc/passwd", "<script>alert(1)</script>", "é\u0301 ☃ \U0001f600", "\u202e",
-    "x" * 5000, "%00", "\x01\x02", "2018-02-30", "99999-01-01", "25:00", "23:60", "-01:00",
+    "$$; DROP TABLE trips; $$",
+    "E'\\x00'",
+    "1)) OR ((1=1",
+    "region; --",
+    "9" * 400,
+    "1e400",
+    "-1e400",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "-1",
+    "-0",
+    "0",
+    "NaN",
+    "Infinity",
+    "-inf",
+    "0x7fffffff",
+    "1_000",
+    "",
+    " ",
+    "\t",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    ",,,",
+    "1,2,3",
+    "-181,-91,181,91",
+    "0,0,0,0",
+    "10,10,0,0",
+    "../../../../etc/passwd",
+    "<script>alert(1)</script>",
+    "é\u0301 ☃ \U0001f600",
+    "\u202e",
+    "x" * 5000,
+    "%00",
+    "\x01\x02",
+    "2018-02-30",
+    "99999-01-01",
+    "25:00",
+    "23:60",
+    "-01:00",
 ]
 SKIP = {"/ingestions/events", "/ingestions/{job_id}/events", "/metrics"}
 PATH_DEFAULTS = {"job_id": "1", "trip_id": "1", "column": "region"}
 
 
 @pytest.fixture
-def client(settings: Settings, db_url: str, inbox: Path, sample_csv: Path
-           ) -> Iterator[TestClient]:
+def client(settings: Settings, db_url: str, inbox: Path, sample_csv: Path) -> Iterator[TestClient]:
     shutil.copy(sample_csv, inbox / "trips.csv")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.post("/ingestions", json={"path": "trips.csv"})
@@ -46,9 +84,12 @@ def client(settings: Settings, db_url: str, inbox: Path, sample_csv: Path
 
 def operations(client: TestClient) -> list[tuple[str, str, list[dict[str, Any]]]]:
     paths = client.get("/openapi.json").json()["paths"]
-    return [(method.upper(), path, op.get("parameters", []))
-            for path, item in paths.items() if path not in SKIP
-            for method, op in item.items()]
+    return [
+        (method.upper(), path, op.get("parameters", []))
+        for path, item in paths.items()
+        if path not in SKIP
+        for method, op in item.items()
+    ]
 
 
 def fill(path: str, overrides: dict[str, str] | None = None) -> str:
@@ -66,8 +107,7 @@ def check(r: Any, where: str) -> None:
 def store_intact(db_url: str) -> None:
     assert query(db_url, "SELECT count(*) AS n FROM trips")[0]["n"] == 100
     assert query(db_url, "SELECT count(*) AS n FROM regions")[0]["n"] == 3
-    roles = query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = "
-                          "'PgSleep'")
+    roles = query(db_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
     assert roles[0]["n"] == 0
 
 
@@ -105,13 +145,16 @@ def test_injection_is_data_not_code(client: TestClient) -> None:
     assert r.status_code in (400, 404)
 
 
-@pytest.mark.parametrize("path,param,cap", [
-    ("/vehicles", "limit", 10_000),
-    ("/trips", "limit", None),
-    ("/clusters", "limit", None),
-    ("/ingestions", "limit", 1_000),
-    ("/ingestions/1/rejections", "limit", 10_000),
-])
+@pytest.mark.parametrize(
+    "path,param,cap",
+    [
+        ("/vehicles", "limit", 10_000),
+        ("/trips", "limit", None),
+        ("/clusters", "limit", None),
+        ("/ingestions", "limit", 1_000),
+        ("/ingestions/1/rejections", "limit", 10_000),
+    ],
+)
 def test_limits(client: TestClient, path: str, param: str, cap: int | None) -> None:
     ops = {p for _, p, _ in operations(client)}
     if path.replace("/1/", "/{job_id}/") not in ops:
@@ -131,59 +174,71 @@ def test_limits(client: TestClient, path: str, param: str, cap: int | None) -> N
         assert len(items) <= (cap or 100_000)
 
 
-@pytest.mark.parametrize("content_type,body", [
-    ("application/json", b"{"),
-    ("application/json", b"null"),
-    ("application/json", b"[]"),
-    ("application/json", b'"trips.csv"'),
-    ("application/json", b'{"path": 5}'),
-    ("application/json", b'{"path": null}'),
-    ("application/json", b'{"path": ["trips.csv"]}'),
-    ("application/json", b'{"path": "trips.csv", "force": "maybe"}'),
-    ("application/json", b'{"file": "trips.csv"}'),
-    ("application/json", b'{"path": "\\ud800"}'),
-    ("application/json", b'{"path": "trips\\u0000.csv"}'),
-    ("application/json", b"\xff\xfe{\x00}\x00"),
-    ("application/json", b"[" * 100_000),
-    ("application/json", b'{"path": "' + b"a" * 1_000_000 + b'"}'),
-    ("application/json; charset=latin-1", b'{"path": "\xe9.csv"}'),
-    ("text/plain", b'{"path": "trips.csv"}'),
-    ("application/xml", b"<path>trips.csv</path>"),
-    ("", b'{"path": "trips.csv"}'),
-    ("multipart/form-data; boundary=", b""),
-    ("multipart/mixed; boundary=x", b"--x--"),
-])
-def test_malformed_bodies_on_ingestions(client: TestClient, db_url: str, content_type: str,
-                                        body: bytes) -> None:
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/json", b"{"),
+        ("application/json", b"null"),
+        ("application/json", b"[]"),
+        ("application/json", b'"trips.csv"'),
+        ("application/json", b'{"path": 5}'),
+        ("application/json", b'{"path": null}'),
+        ("application/json", b'{"path": ["trips.csv"]}'),
+        ("application/json", b'{"path": "trips.csv", "force": "maybe"}'),
+        ("application/json", b'{"file": "trips.csv"}'),
+        ("application/json", b'{"path": "\\ud800"}'),
+        ("application/json", b'{"path": "trips\\u0000.csv"}'),
+        ("application/json", b"\xff\xfe{\x00}\x00"),
+        ("application/json", b"[" * 100_000),
+        ("application/json", b'{"path": "' + b"a" * 1_000_000 + b'"}'),
+        ("application/json; charset=latin-1", b'{"path": "\xe9.csv"}'),
+        ("text/plain", b'{"path": "trips.csv"}'),
+        ("application/xml", b"<path>trips.csv</path>"),
+        ("", b'{"path": "trips.csv"}'),
+        ("multipart/form-data; boundary=", b""),
+        ("multipart/mixed; boundary=x", b"--x--"),
+    ],
+)
+def test_malformed_bodies_on_ingestions(
+    client: TestClient, db_url: str, content_type: str, body: bytes
+) -> None:
     r = client.post("/ingestions", content=body, headers={"Content-Type": content_type})
     check(r, f"POST /ingestions {content_type} {body[:40]!r}")
     assert 400 <= r.status_code < 500
     assert len(client.get("/ingestions").json()) == 1  # only the fixture's job
 
 
-@pytest.mark.parametrize("content_type,body", [
-    ("application/json", b"{"),
-    ("application/json", b"null"),
-    ("application/json", b'{"type": "Polygon"}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": "x"}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1]]]}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[1e400,0],[1,1],[0,0]]]}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[2,2],[2,0],[0,2],[0,0]]]}'),
-    ("application/json", b'{"type": "Point", "coordinates": [1, 2]}'),
-    ("application/json", b'{"type": "Feature", "geometry": null}'),
-    ("application/json", b'{"type": "FeatureCollection", "features": []}'),
-    ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[999,0],[1,1],[0,0]]]}'),
-    ("application/json", b"[" * 100_000),
-    ("application/json", b"\xff\xfe"),
-    ("text/plain", b"POLYGON((0 0,1 0,1 1,0 0))"),
-    ("", b""),
-])
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/json", b"{"),
+        ("application/json", b"null"),
+        ("application/json", b'{"type": "Polygon"}'),
+        ("application/json", b'{"type": "Polygon", "coordinates": "x"}'),
+        ("application/json", b'{"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}'),
+        ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1]]]}'),
+        (
+            "application/json",
+            b'{"type": "Polygon", "coordinates": [[[0,0],[1e400,0],[1,1],[0,0]]]}',
+        ),
+        (
+            "application/json",
+            b'{"type": "Polygon", "coordinates": [[[0,0],[2,2],[2,0],[0,2],[0,0]]]}',
+        ),
+        ("application/json", b'{"type": "Point", "coordinates": [1, 2]}'),
+        ("application/json", b'{"type": "Feature", "geometry": null}'),
+        ("application/json", b'{"type": "FeatureCollection", "features": []}'),
+        ("application/json", b'{"type": "Polygon", "coordinates": [[[0,0],[999,0],[1,1],[0,0]]]}'),
+        ("application/json", b"[" * 100_000),
+        ("application/json", b"\xff\xfe"),
+        ("text/plain", b"POLYGON((0 0,1 0,1 1,0 0))"),
+        ("", b""),
+    ],
+)
 def test_malformed_geojson_bodies(client: TestClient, content_type: str, body: bytes) -> None:
     if "/stats/weekly-average" not in {p for m, p, _ in operations(client) if m == "POST"}:
         pytest.skip("POST /stats/weekly-average is not served yet")
-    r = client.post("/stats/weekly-average", content=body,
-                    headers={"Content-Type": content_type})
+    r = client.post("/stats/weekly-average", content=body, headers={"Content-Type": content_type})
     check(r, f"POST /stats/weekly-average {body[:60]!r}")
     assert 400 <= r.status_code < 500 or (r.status_code == 200 and b"Polygon" in body), r.text
 
@@ -194,8 +249,15 @@ def test_wrong_methods_and_unknown_paths(client: TestClient) -> None:
         for other in ("PUT", "DELETE", "PATCH"):
             r = client.request(other, url)
             assert r.status_code == 405, (other, url, r.status_code)
-    for url in ("/nope", "/vehicles/1/2/3", "/ingestions/abc", "/ingestions/-1",
-                "/ingestions/99999999999999999999", "/vehicles/99999999999999999999",
-                "/ingestions/1%00", "/%2e%2e/%2e%2e/etc/passwd"):
+    for url in (
+        "/nope",
+        "/vehicles/1/2/3",
+        "/ingestions/abc",
+        "/ingestions/-1",
+        "/ingestions/99999999999999999999",
+        "/vehicles/99999999999999999999",
+        "/ingestions/1%00",
+        "/%2e%2e/%2e%2e/etc/passwd",
+    ):
         r = client.get(url)
         assert r.status_code in (404, 422), (url, r.status_code)

@@ -20,9 +20,15 @@ def test_sample_loads_with_exact_counts(db_url: str, settings: Settings, sample_
     job = ingest(db_url, settings, sample_csv)
     assert job["state"] == "succeeded", job["error"]
     assert (job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        sum(expected.values()), sum(expected.values()), 0)
-    got = query(db_url, """SELECT r.name, count(*) AS n FROM trips t
-                           JOIN regions r ON r.id = t.region_id GROUP BY r.name""")
+        sum(expected.values()),
+        sum(expected.values()),
+        0,
+    )
+    got = query(
+        db_url,
+        """SELECT r.name, count(*) AS n FROM trips t
+                           JOIN regions r ON r.id = t.region_id GROUP BY r.name""",
+    )
     assert {r["name"]: r["n"] for r in got} == dict(expected)
     # the rollups agree with the trips
     weekly = query(db_url, "SELECT sum(trips) AS n FROM weekly_trips")[0]["n"]
@@ -32,34 +38,57 @@ def test_sample_loads_with_exact_counts(db_url: str, settings: Settings, sample_
 
 def test_values_are_stored_exactly(db_url: str, settings: Settings, tmp_path: Path) -> None:
     p = tmp_path / "one.csv"
-    p.write_text(HEADER + "Prague,POINT (14.4973794438191 50.00136875782311),"
-                 "POINT(-0.5 -10.25),2018-05-28T09:03:41.25,funny_car\n")
+    p.write_text(
+        HEADER + "Prague,POINT (14.4973794438191 50.00136875782311),"
+        "POINT(-0.5 -10.25),2018-05-28T09:03:41.25,funny_car\n"
+    )
     assert ingest(db_url, settings, p)["state"] == "succeeded"
-    row = query(db_url, """SELECT ST_X(origin) AS ox, ST_Y(origin) AS oy, ST_X(destination) AS dx,
+    row = query(
+        db_url,
+        """SELECT ST_X(origin) AS ox, ST_Y(origin) AS oy, ST_X(destination) AS dx,
                                   ST_Y(destination) AS dy, ST_SRID(origin) AS srid,
-                                  started_at::text AS ts FROM trips""")[0]
-    assert (row["ox"], row["oy"], row["dx"], row["dy"]) == (14.4973794438191, 50.00136875782311,
-                                                            -0.5, -10.25)
+                                  started_at::text AS ts FROM trips""",
+    )[0]
+    assert (row["ox"], row["oy"], row["dx"], row["dy"]) == (
+        14.4973794438191,
+        50.00136875782311,
+        -0.5,
+        -10.25,
+    )
     assert row["srid"] == 4326 and row["ts"] == "2018-05-28 09:03:41.25"
 
 
-def test_rejections_recorded_with_line_numbers(db_url: str, settings: Settings,
-                                               tmp_path: Path) -> None:
+def test_rejections_recorded_with_line_numbers(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
     good = "Turin,POINT (7.6 45.0),POINT (7.7 45.1),2018-05-21 02:54:04,baba_car\n"
     p = tmp_path / "mixed.csv"
-    p.write_text(HEADER + good + "Turin,POINT (7.6 95),POINT (7.7 45.1),2018-05-21 02:54:04,b\n"
-                 + good + ",POINT (7.6 45),POINT (7.7 45.1),2018-05-21 02:54:04,b\n" + good)
+    p.write_text(
+        HEADER
+        + good
+        + "Turin,POINT (7.6 95),POINT (7.7 45.1),2018-05-21 02:54:04,b\n"
+        + good
+        + ",POINT (7.6 45),POINT (7.7 45.1),2018-05-21 02:54:04,b\n"
+        + good
+    )
     job = ingest(db_url, settings, p)
     assert (job["state"], job["rows_read"], job["rows_loaded"], job["rows_rejected"]) == (
-        "succeeded", 5, 3, 2)
+        "succeeded",
+        5,
+        3,
+        2,
+    )
     rej = query(db_url, "SELECT line, reason FROM ingestion_rejections ORDER BY line")
     assert [(r["line"], r["reason"]) for r in rej] == [
-        (3, "origin_coord: latitude 95.0 outside [-90, 90]"), (5, "region is empty")]
+        (3, "origin_coord: latitude 95.0 outside [-90, 90]"),
+        (5, "region is empty"),
+    ]
     assert query(db_url, "SELECT count(*) AS n FROM trips")[0]["n"] == 3
 
 
-def test_same_bytes_stored_once_unless_forced(db_url: str, settings: Settings,
-                                              sample_csv: Path) -> None:
+def test_same_bytes_stored_once_unless_forced(
+    db_url: str, settings: Settings, sample_csv: Path
+) -> None:
     first = ingest(db_url, settings, sample_csv)
     again = ingest(db_url, settings, sample_csv)
     assert again["id"] == first["id"]
@@ -69,8 +98,9 @@ def test_same_bytes_stored_once_unless_forced(db_url: str, settings: Settings,
     assert query(db_url, "SELECT count(*) AS n FROM trips")[0]["n"] == 200
 
 
-def test_bad_header_fails_whole_file_and_stores_nothing(db_url: str, settings: Settings,
-                                                        tmp_path: Path) -> None:
+def test_bad_header_fails_whole_file_and_stores_nothing(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
     p = tmp_path / "bad.csv"
     p.write_text("region,origin,destination\nA,B,C\n")
     job = ingest(db_url, settings, p)
@@ -87,16 +117,23 @@ def test_large_job_gets_its_own_partition(db_url: str, settings: Settings, tmp_p
     small = settings.model_copy(update={"small_job_rows": 1000})
     job = ingest(db_url, small, p)
     assert job["state"] == "succeeded" and job["rows_loaded"] == 3000
-    parts = query(db_url, """SELECT c.relname FROM pg_inherits i JOIN pg_class c
+    parts = query(
+        db_url,
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c
                              ON c.oid = i.inhrelid WHERE i.inhparent = 'trips'::regclass
-                             ORDER BY 1""")
+                             ORDER BY 1""",
+    )
     assert [r["relname"] for r in parts] == [f"trips_job_{job['id']}", "trips_p0"]
     # the partition's indexes were adopted by the parent's partitioned indexes
-    idx = query(db_url, """SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c
+    idx = query(
+        db_url,
+        """SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c
                            ON c.oid = i.inhrelid WHERE c.relname LIKE %s""",
-                [f"trips_job_{job['id']}_%"])
+        [f"trips_job_{job['id']}_%"],
+    )
     assert idx[0]["n"] == 4
     with psycopg.connect(db_url) as conn:
-        n = conn.execute("SELECT count(*) FROM trips WHERE ST_X(origin) BETWEEN -180 AND 180"
-                         ).fetchone()
+        n = conn.execute(
+            "SELECT count(*) FROM trips WHERE ST_X(origin) BETWEEN -180 AND 180"
+        ).fetchone()
     assert n == (3000,)

@@ -47,8 +47,11 @@ def _raise(exc: OSError) -> Callable[[Path], None]:
 CASES = {
     "vanished": (_vanish, 404, "no such file in the data dir: trips.csv"),
     "now a directory": (_become_a_directory, 400, "Is a directory"),
-    "unreadable": (_raise(PermissionError(errno.EACCES, "Permission denied")), 400,
-                   "Permission denied"),
+    "unreadable": (
+        _raise(PermissionError(errno.EACCES, "Permission denied")),
+        400,
+        "Permission denied",
+    ),
     "i/o error": (_raise(OSError(errno.EIO, "Input/output error")), 400, "Input/output error"),
     "no strerror": (_raise(OSError("odd")), 400, "OSError"),
 }
@@ -56,8 +59,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_file_lost_before_hashing_is_a_client_error(
-        client: TestClient, settings: Settings, db_url: str,
-        monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    client: TestClient, settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
     act, status, says = CASES[case]
     real = uploads.sha256_of
 

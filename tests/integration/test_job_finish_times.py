@@ -20,8 +20,13 @@ from service.ingest import jobs
 from service.settings import Settings
 from tests.helpers import ingest, query
 
-COUNTS = {"rows_read": 100, "rows_loaded": 100, "rows_rejected": 0, "bytes_read": 1,
-          "bytes_total": 1}
+COUNTS = {
+    "rows_read": 100,
+    "rows_loaded": 100,
+    "rows_rejected": 0,
+    "bytes_read": 1,
+    "bytes_total": 1,
+}
 
 
 def _claimed(url: str, path: Path) -> jobs.Job:
@@ -35,8 +40,9 @@ def _claimed(url: str, path: Path) -> jobs.Job:
 
 def _events(url: str, job_id: int) -> dict[str, list[datetime]]:
     out: dict[str, list[datetime]] = {}
-    for r in query(url, "SELECT type, created_at FROM ingestion_events WHERE job_id = %s "
-                        "ORDER BY id", [job_id]):
+    for r in query(
+        url, "SELECT type, created_at FROM ingestion_events WHERE job_id = %s ORDER BY id", [job_id]
+    ):
         out.setdefault(r["type"], []).append(r["created_at"])
     return out
 
@@ -50,7 +56,8 @@ def _job(url: str, job_id: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed"])
 def test_finished_at_follows_the_progress_written_during_the_finishing_transaction(
-        db_url: str, sample_csv: Path, outcome: str) -> None:
+    db_url: str, sample_csv: Path, outcome: str
+) -> None:
     job = _claimed(db_url, sample_csv)
     with psycopg.connect(db_url) as load, psycopg.connect(db_url, autocommit=True) as ctl:
         load.execute("SELECT 1")  # the finishing transaction is open from here
@@ -80,8 +87,9 @@ def test_a_job_given_up_as_stale_is_stamped_when_given_up(db_url: str, sample_cs
     assert row["finished_at"] >= mark > row["started_at"]
 
 
-def test_a_real_ingestion_finishes_after_its_last_event(db_url: str, settings: Settings,
-                                                        sample_csv: Path) -> None:
+def test_a_real_ingestion_finishes_after_its_last_event(
+    db_url: str, settings: Settings, sample_csv: Path
+) -> None:
     """Through the loader: started_at <= every event of the run <= finished_at, all within
     the server-clock interval measured around the whole ingestion."""
     before = query(db_url, "SELECT clock_timestamp() AS t")[0]["t"]

@@ -38,17 +38,24 @@ def limits_db(server_url: str, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def loaded(limits_db: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[TestClient, int]]:
+def loaded(
+    limits_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, int]]:
     base = tmp_path_factory.mktemp("limits")
     (base / "inbox").mkdir()
-    s = Settings(database_url=limits_db, data_dir=base / "inbox", upload_dir=base / "uploads",
-                 api_log=None, watch_inbox=False, worker_enabled=False, _env_file=None)
+    s = Settings(
+        database_url=limits_db,
+        data_dir=base / "inbox",
+        upload_dir=base / "uploads",
+        api_log=None,
+        watch_inbox=False,
+        worker_enabled=False,
+        _env_file=None,
+    )
     lines = ["region,origin_coord,destination_coord,datetime,datasource"]
     for i in range(N):
         x = -50 + i * 0.01 + 0.005  # a cell of its own: a cluster of its own
-        lines.append(f"Limits,POINT ({x:.3f} 10.005),POINT (20.005 20.005),"
-                     f"2018-05-28 09:03:41,lim")
+        lines.append(f"Limits,POINT ({x:.3f} 10.005),POINT (20.005 20.005),2018-05-28 09:03:41,lim")
         lines.append("Limits,POINT (1 1),POINT (2 2),not a time,lim")
     f = base / "inbox" / "limits.csv"
     f.write_text("\n".join(lines) + "\n")
@@ -67,8 +74,9 @@ def _items(body: Any, key: str | None) -> list[Any]:
 
 
 @pytest.mark.parametrize("route,maximum,key", ROUTES)
-def test_a_limit_above_the_maximum_is_capped(loaded: tuple[TestClient, int], route: str,
-                                            maximum: int, key: str | None) -> None:
+def test_a_limit_above_the_maximum_is_capped(
+    loaded: tuple[TestClient, int], route: str, maximum: int, key: str | None
+) -> None:
     client, job_id = loaded
     path = route.format(job=job_id)
     for limit in (maximum, maximum + 1, 10**30):
@@ -84,8 +92,9 @@ def test_a_limit_above_the_maximum_is_capped(loaded: tuple[TestClient, int], rou
 
 
 @pytest.mark.parametrize("route,maximum,key", ROUTES)
-def test_the_maximum_is_documented(loaded: tuple[TestClient, int], route: str, maximum: int,
-                                   key: str | None) -> None:
+def test_the_maximum_is_documented(
+    loaded: tuple[TestClient, int], route: str, maximum: int, key: str | None
+) -> None:
     client, _ = loaded
     op = client.get("/openapi.json").json()["paths"][route.replace("{job}", "{job_id}")]["get"]
     (param,) = [p for p in op["parameters"] if p["name"] == "limit"]

@@ -39,6 +39,7 @@ def test_empty_database_converges_to_the_model(db_url: str) -> None:
                     assert got["type"].geometry_type == "POINT" and got["type"].srid == 4326
                 else:
                     assert got["type"]._type_affinity is col.type._type_affinity, (
-                        f"{table.name}.{col.name}: {got['type']} vs {col.type}")
+                        f"{table.name}.{col.name}: {got['type']} vs {col.type}"
+                    )
     finally:
         engine.dispose()

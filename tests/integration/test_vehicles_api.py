@@ -69,8 +69,10 @@ def test_list_filters_and_one(client: TestClient, rows: list[dict[str, str]]) ->
     by_x = client.get("/vehicles", params={"origin_coord_x": x, "limit": 1000}).json()["data"]
     assert by_x and all(str(v["origin_coord_point_x"]).startswith(x) for v in by_x)
     assert client.get("/vehicles/999999").status_code == 404
-    assert client.get("/vehicles", params={"origin_coord_x": "x'; drop table trips;--"}
-                      ).status_code == 400
+    assert (
+        client.get("/vehicles", params={"origin_coord_x": "x'; drop table trips;--"}).status_code
+        == 400
+    )
 
 
 def test_post_vehicles_and_status(client: TestClient) -> None:
@@ -90,8 +92,12 @@ def test_ingestion_routes(client: TestClient, sample_csv: Path) -> None:
     assert client.post("/ingestions", json={"path": "../../etc/passwd"}).status_code == 400
     assert client.post("/ingestions", json={"path": "/etc/passwd"}).status_code == 400
     assert client.post("/ingestions", json={"path": "nope.csv"}).status_code == 404
-    assert client.post("/ingestions", content=b"{", headers={"content-type": "application/json"}
-                       ).status_code == 400
+    assert (
+        client.post(
+            "/ingestions", content=b"{", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert client.get("/ingestions/424242").status_code == 404
     assert client.get(f"/ingestions/{jobs[0]['id']}/rejections").json() == []
     assert client.get("/healthz").json() == {"status": "ok"}

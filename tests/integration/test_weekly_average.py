@@ -21,8 +21,9 @@ MATCHES = ["origin", "destination", "both", "either"]
 
 
 @pytest.fixture
-def loaded(settings: Settings, db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient,
-                                                                              list[Trip]]]:
+def loaded(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, list[Trip]]]:
     """Two ingestions: one large (its own partition), one small (into trips_p0)."""
     first, second = make_trips(1, 1500), make_trips(2, 400)
     big = settings.model_copy(update={"small_job_rows": 0})
@@ -41,15 +42,15 @@ def _coords(trips: list[Trip]) -> tuple[list[float], list[float]]:
 def _edge(draw: st.DrawFn, values: list[float]) -> float:
     """A coordinate of the data, or a hair (one ulp) beside one."""
     v = draw(st.sampled_from(values))
-    return draw(st.sampled_from([v, v, math.nextafter(v, math.inf),
-                                 math.nextafter(v, -math.inf)]))
+    return draw(st.sampled_from([v, v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf)]))
 
 
 @st.composite
 def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
     xs, ys = _coords(trips)
-    kind = draw(st.sampled_from(["bbox", "polygon", "multipolygon", "region", "region+bbox",
-                                 "triangle"]))
+    kind = draw(
+        st.sampled_from(["bbox", "polygon", "multipolygon", "region", "region+bbox", "triangle"])
+    )
     region = draw(st.sampled_from(["Prague", "PRAGUE", "são paulo", "Zürich"]))
     x0, x1 = sorted([_edge(draw, xs), _edge(draw, xs)])
     y0, y1 = sorted([_edge(draw, ys), _edge(draw, ys)])
@@ -72,8 +73,11 @@ def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
     if kind == "multipolygon":
         fx0, fy0, fx1, fy1 = (8.54, 47.37, 8.7, 47.5) if x1 < 8.4 or x0 > 8.8 else (100, 0, 101, 1)
         far = [[fx0, fy0], [fx1, fy0], [fx1, fy1], [fx0, fy1], [fx0, fy0]]
-        area["polygon"] = {"type": "Feature", "properties": {}, "geometry": {
-            "type": "MultiPolygon", "coordinates": [[ring], [far]]}}
+        area["polygon"] = {
+            "type": "Feature",
+            "properties": {},
+            "geometry": {"type": "MultiPolygon", "coordinates": [[ring], [far]]},
+        }
     if draw(st.booleans()):
         area["start"], area["end"] = "2018-05-02", "2018-06-03"  # a Wednesday → whole weeks
     return area
@@ -102,18 +106,25 @@ def _expected(trips: list[Trip], area: dict) -> dict:
     if polygon and polygon["type"] == "Feature":
         polygon = polygon["geometry"]
     return brute_weekly(
-        trips, region=area.get("region"), box=area.get("box"), polygon=polygon,
+        trips,
+        region=area.get("region"),
+        box=area.get("box"),
+        polygon=polygon,
         match=area["match"],
         start=date.fromisoformat(area["start"]) if "start" in area else None,
-        end=date.fromisoformat(area["end"]) if "end" in area else None)
+        end=date.fromisoformat(area["end"]) if "end" in area else None,
+    )
 
 
 def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[Trip]]) -> None:
     client, trips = loaded
 
-    @hsettings(max_examples=120, deadline=None, derandomize=True,
-               suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                      HealthCheck.too_slow])
+    @hsettings(
+        max_examples=120,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(area=areas(trips))
     def check(area: dict) -> None:
         assert _ask(client, area) == _expected(trips, area)
@@ -134,7 +145,8 @@ def test_fixed_cases(loaded: tuple[TestClient, list[Trip]]) -> None:
     exact = (t.ox, t.oy, t.ox, t.oy)
     for match in MATCHES:
         assert _ask(client, {"match": match, "box": exact}) == _expected(
-            trips, {"match": match, "box": exact})
+            trips, {"match": match, "box": exact}
+        )
     hair = (math.nextafter(t.ox, 99), t.oy, t.ox + 1, t.oy)
     got = _ask(client, {"match": "origin", "box": hair})
     assert got == _expected(trips, {"match": "origin", "box": hair})
@@ -151,12 +163,12 @@ def test_cli_weekly_json(loaded: tuple[TestClient, list[Trip]], db_url: str) -> 
     from service.cli import app
 
     client, trips = loaded
-    res = CliRunner().invoke(app, ["weekly", "--region", "zürich", "--json"],
-                             env={"DATABASE_URL": db_url})
+    res = CliRunner().invoke(
+        app, ["weekly", "--region", "zürich", "--json"], env={"DATABASE_URL": db_url}
+    )
     assert res.exit_code == 0, res.output
     assert orjson.loads(res.stdout) == _expected(trips, {"match": "origin", "region": "zürich"})
-    res = CliRunner().invoke(app, ["weekly", "--region", "Atlantis"],
-                             env={"DATABASE_URL": db_url})
+    res = CliRunner().invoke(app, ["weekly", "--region", "Atlantis"], env={"DATABASE_URL": db_url})
     assert res.exit_code == 1 and "Prague" in res.output
 
 
@@ -193,12 +205,17 @@ def test_bad_requests_are_422_never_500(loaded: tuple[TestClient, list[Trip]]) -
         assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
     r = client.post("/stats/weekly-average", content=b"{not json")
     assert r.status_code == 422 and "not JSON" in r.json()["detail"]
-    r = client.post("/stats/weekly-average", content=b'{"type":"Polygon","coordinates":'
-                    b'[[[0,0],[1,0],[1,NaN],[0,0]]]}')
+    r = client.post(
+        "/stats/weekly-average",
+        content=b'{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,NaN],[0,0]]]}',
+    )
     assert r.status_code == 422
     r = client.get("/stats/weekly-average", params={"region": "Atlantis"})
     assert r.status_code == 404
     assert "Atlantis" in r.json()["detail"] and "São Paulo" in r.json()["detail"]
-    r = client.post("/stats/weekly-average", params={"region": "zürich", "match": "both"},
-                    json={"type": "Polygon", "coordinates": [SQUARE]})
+    r = client.post(
+        "/stats/weekly-average",
+        params={"region": "zürich", "match": "both"},
+        json={"type": "Polygon", "coordinates": [SQUARE]},
+    )
     assert r.status_code == 200 and r.json()["trips"] == 0

@@ -13,11 +13,20 @@ from service.analytics.clusters import bucket_label, parse_time
 from service.analytics.weekly import box_plan
 
 
-@pytest.mark.parametrize("text, words", [
-    ("1,2,3", "4 numbers"), ("1,2,3,4,5", "4 numbers"), ("a,b,c,d", "4 numbers"),
-    ("2,0,1,1", "minx"), ("0,2,1,1", "miny"), ("0,0,1,95", "latitude"),
-    ("-181,0,1,1", "longitude"), ("0,nan,1,1", "finite"), ("0,0,inf,1", "finite"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("1,2,3", "4 numbers"),
+        ("1,2,3,4,5", "4 numbers"),
+        ("a,b,c,d", "4 numbers"),
+        ("2,0,1,1", "minx"),
+        ("0,2,1,1", "miny"),
+        ("0,0,1,95", "latitude"),
+        ("-181,0,1,1", "longitude"),
+        ("0,nan,1,1", "finite"),
+        ("0,0,inf,1", "finite"),
+    ],
+)
 def test_bad_boxes(text: str, words: str) -> None:
     with pytest.raises(AreaError, match=words):
         parse_bbox(text)
@@ -26,12 +35,16 @@ def test_bad_boxes(text: str, words: str) -> None:
 def test_good_geometry_and_feature() -> None:
     ring = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]
     assert parse_geometry({"type": "Polygon", "coordinates": [ring]}).bounds == (0, 0, 1, 1)
-    feat = {"type": "Feature", "properties": None,
-            "geometry": {"type": "MultiPolygon", "coordinates": [[ring]]}}
+    feat = {
+        "type": "Feature",
+        "properties": None,
+        "geometry": {"type": "MultiPolygon", "coordinates": [[ring]]},
+    }
     assert parse_geometry(feat).bounds == (0, 0, 1, 1)
     with pytest.raises(AreaError, match="Self-intersection"):
-        parse_geometry({"type": "Polygon",
-                        "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]})
+        parse_geometry(
+            {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+        )
     with pytest.raises(AreaError, match="Polygon or MultiPolygon"):
         parse_geometry({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})
     with pytest.raises(AreaError, match="match must be one of"):
@@ -47,10 +60,17 @@ def test_time_buckets() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.floats(-179, 179), st.floats(-89, 89), st.floats(0, 0.5), st.floats(0, 0.5),
-       st.floats(-200, 200), st.floats(-100, 100))
-def test_box_plan_covers_exactly(x: float, y: float, w: float, h: float, px: float,
-                                 py: float) -> None:
+@given(
+    st.floats(-179, 179),
+    st.floats(-89, 89),
+    st.floats(0, 0.5),
+    st.floats(0, 0.5),
+    st.floats(-200, 200),
+    st.floats(-100, 100),
+)
+def test_box_plan_covers_exactly(
+    x: float, y: float, w: float, h: float, px: float, py: float
+) -> None:
     """Whole cells lie inside the box; every other point of the box lies in a strip."""
     g = 0.01
     box = parse_bbox(f"{x!r},{y!r},{x + w!r},{y + h!r}")

@@ -37,22 +37,30 @@ def us(s: str) -> int:
 
 def test_good_rows_and_line_numbers(tmp_path: Path) -> None:
     bad = "Prague,POINT (200 50),POINT (14.5 50.1),2018-05-28 09:03:41,funny_car\n"
-    p = write(tmp_path, HEADER + GOOD + bad + GOOD + "Turin,POINT (1 2),POINT (1 2),2018-02-30 00:00:00,x\n")
+    p = write(
+        tmp_path,
+        HEADER + GOOD + bad + GOOD + "Turin,POINT (1 2),POINT (1 2),2018-02-30 00:00:00,x\n",
+    )
     rows, rej, _, _ = read_all(p)
     assert rows == 2
     assert [(line, reason.split(":")[0]) for line, reason, _ in rej] == [
-        (3, "origin_coord"), (5, "datetime")]
+        (3, "origin_coord"),
+        (5, "datetime"),
+    ]
     assert "longitude 200.0" in rej[0][1]
     assert rej[0][2] == bad.rstrip("\n")
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("2018-05-28 09:03:41", "2018-05-28T09:03:41"),
-    ("2018-05-28T09:03:41.5", "2018-05-28T09:03:41.500000"),
-    ("2016-02-29 23:59:59.999", "2016-02-29T23:59:59.999"),
-    ("2018-05-28 00:00:00.0000004", "2018-05-28T00:00:00"),
-    ("2018-05-28 00:00:00.9999996", "2018-05-28T00:00:01"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("2018-05-28 09:03:41", "2018-05-28T09:03:41"),
+        ("2018-05-28T09:03:41.5", "2018-05-28T09:03:41.500000"),
+        ("2016-02-29 23:59:59.999", "2016-02-29T23:59:59.999"),
+        ("2018-05-28 00:00:00.0000004", "2018-05-28T00:00:00"),
+        ("2018-05-28 00:00:00.9999996", "2018-05-28T00:00:01"),
+    ],
+)
 def test_timestamps(tmp_path: Path, value: str, expected: str) -> None:
     p = write(tmp_path, HEADER + f"A,POINT(1 2),point (3 4),{value},d\n")
     rows, rej, ts, _ = read_all(p)
@@ -60,29 +68,35 @@ def test_timestamps(tmp_path: Path, value: str, expected: str) -> None:
     assert ts == [us(expected)]
 
 
-@pytest.mark.parametrize("value,reason", [
-    ("2018-02-30 10:00:00", "no such date"),
-    ("2019-02-29 10:00:00", "no such date"),
-    ("2018-01-01 25:00:00", "no such time"),
-    ("2018-01-01 10:60:00", "no such time"),
-    ("yesterday", "not 'YYYY"),
-    ("", "not 'YYYY"),
-])
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        ("2018-02-30 10:00:00", "no such date"),
+        ("2019-02-29 10:00:00", "no such date"),
+        ("2018-01-01 25:00:00", "no such time"),
+        ("2018-01-01 10:60:00", "no such time"),
+        ("yesterday", "not 'YYYY"),
+        ("", "not 'YYYY"),
+    ],
+)
 def test_bad_datetimes(tmp_path: Path, value: str, reason: str) -> None:
     p = write(tmp_path, HEADER + f"A,POINT(1 2),POINT(3 4),{value},d\n")
     rows, rej, _, _ = read_all(p)
     assert rows == 0 and len(rej) == 1 and reason in rej[0][1]
 
 
-@pytest.mark.parametrize("wkt,reason", [
-    ("POINT EMPTY", "not a WKT point"),
-    ("POINT (1)", "not a WKT point"),
-    ("\"LINESTRING (1 2, 3 4)\"", "not a WKT point"),
-    ("POINT (NaN 2)", "finite"),
-    ("POINT (1e400 2)", "finite"),
-    ("POINT (-180.0001 2)", "longitude"),
-    ("POINT (1 95)", "latitude"),
-])
+@pytest.mark.parametrize(
+    "wkt,reason",
+    [
+        ("POINT EMPTY", "not a WKT point"),
+        ("POINT (1)", "not a WKT point"),
+        ('"LINESTRING (1 2, 3 4)"', "not a WKT point"),
+        ("POINT (NaN 2)", "finite"),
+        ("POINT (1e400 2)", "finite"),
+        ("POINT (-180.0001 2)", "longitude"),
+        ("POINT (1 95)", "latitude"),
+    ],
+)
 def test_bad_points(tmp_path: Path, wkt: str, reason: str) -> None:
     p = write(tmp_path, HEADER + f"A,{wkt},POINT(3 4),2018-01-01 00:00:00,d\n")
     rows, rej, _, _ = read_all(p)
@@ -104,23 +118,30 @@ def test_header_problems(tmp_path: Path) -> None:
 
 
 def test_reordered_extra_columns_bom_crlf_quotes(tmp_path: Path) -> None:
-    text = ("\ufeffdatasource,datetime,extra,destination_coord,origin_coord,region\r\n"
-            'd,2018-01-01 00:00:00,x,POINT(3 4),"POINT (1 2)",Turin\r\n'
-            'd,2018-01-01 00:00:00,"multi\nline",POINT(3 4),POINT (1 2),"Tu""rin"\r\n'
-            "\r\n"
-            "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)\r\n")
+    text = (
+        "\ufeffdatasource,datetime,extra,destination_coord,origin_coord,region\r\n"
+        'd,2018-01-01 00:00:00,x,POINT(3 4),"POINT (1 2)",Turin\r\n'
+        'd,2018-01-01 00:00:00,"multi\nline",POINT(3 4),POINT (1 2),"Tu""rin"\r\n'
+        "\r\n"
+        "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)\r\n"
+    )
     p = write(tmp_path, text)
     with TripReader(p) as r:
         assert r.header.ignored == ["extra"]
     rows, rej, _, xs = read_all(p)
     assert rows == 2 and xs == [1.0, 1.0]
-    assert rej == [(6, "expected 6 fields, found 5",
-                    "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)")]
+    assert rej == [
+        (6, "expected 6 fields, found 5", "d,2018-01-01 00:00:00,x,POINT(3 4),POINT (1 2)")
+    ]
 
 
 def test_invalid_utf8_rejected_alone(tmp_path: Path) -> None:
-    p = write(tmp_path, HEADER.encode() + b"Pr\xffague,POINT(1 2),POINT(3 4),2018-01-01 00:00:00,d\n"
-              + GOOD.encode())
+    p = write(
+        tmp_path,
+        HEADER.encode()
+        + b"Pr\xffague,POINT(1 2),POINT(3 4),2018-01-01 00:00:00,d\n"
+        + GOOD.encode(),
+    )
     rows, rej, _, _ = read_all(p)
     assert rows == 1 and rej[0][0] == 2 and "UTF-8" in rej[0][1]
 

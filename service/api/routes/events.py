@@ -19,14 +19,23 @@ from service.ingest import queries
 
 router = APIRouter(prefix="/ingestions", tags=["ingestions"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-LastEventIdQuery = Annotated[int | None, Query(
-    ge=0, le=2**63 - 1, description="resume after this event id (when a header cannot be set)")]
-LastEventIdHeader = Annotated[str | None, Header(
-    alias="Last-Event-ID", description="resume after this event id (sent by EventSource)")]
-SSE_DOC: dict[int | str, dict[str, Any]] = {200: {
-    "description": "a stream of `queued`, `started`, `progress`, `succeeded` and `failed` "
-                   "events; `data` is JSON with `job_id`",
-    "content": {"text/event-stream": {}}}}
+LastEventIdQuery = Annotated[
+    int | None,
+    Query(
+        ge=0, le=2**63 - 1, description="resume after this event id (when a header cannot be set)"
+    ),
+]
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", description="resume after this event id (sent by EventSource)"),
+]
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a stream of `queued`, `started`, `progress`, `succeeded` and `failed` "
+        "events; `data` is JSON with `job_id`",
+        "content": {"text/event-stream": {}},
+    }
+}
 
 
 def _resume_after(header: str | None, query: int | None) -> int | None:
@@ -43,27 +52,39 @@ def _respond(events: AsyncIterator[Event]) -> StreamingResponse:
     """Each frame (`id:`, `event:`, `data:` JSON, or a heartbeat comment) was encoded once by the
     hub. A plain streaming response: one send per frame and a disconnect watcher, nothing else
     per client, so hundreds of streams cost little; the hub's one timer sends the heartbeats."""
+
     async def frames() -> AsyncIterator[bytes]:
         async for ev in events:
             yield ev.frame
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
-async def all_events(request: Request, last_event_id: LastEventIdQuery = None,
-                     last_event_id_header: LastEventIdHeader = None) -> StreamingResponse:
+async def all_events(
+    request: Request,
+    last_event_id: LastEventIdQuery = None,
+    last_event_id_header: LastEventIdHeader = None,
+) -> StreamingResponse:
     """Events of every job: live ones, or everything after `Last-Event-ID` and then live ones."""
     hub: Hub = request.app.state.hub
     after = _resume_after(last_event_id_header, last_event_id)
     return _respond(stream(hub, request.app.state.pool, None, after, heartbeats=True))
 
 
-@router.get("/{job_id:int}/events", response_class=StreamingResponse,
-            responses={**SSE_DOC, 404: {}})
-async def job_events(request: Request, job_id: JobId, last_event_id: LastEventIdQuery = None,
-                     last_event_id_header: LastEventIdHeader = None) -> StreamingResponse:
+@router.get(
+    "/{job_id:int}/events", response_class=StreamingResponse, responses={**SSE_DOC, 404: {}}
+)
+async def job_events(
+    request: Request,
+    job_id: JobId,
+    last_event_id: LastEventIdQuery = None,
+    last_event_id_header: LastEventIdHeader = None,
+) -> StreamingResponse:
     """One job's events from its first (or after `Last-Event-ID`); ends with the job."""
     hub: Hub = request.app.state.hub
     pool = request.app.state.pool

@@ -57,8 +57,11 @@ class Rejection(BaseModel):
 
 
 def job_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "events_url": f"/ingestions/{row['id']}/events",
-            "rejections_url": f"/ingestions/{row['id']}/rejections"}
+    return {
+        **row,
+        "events_url": f"/ingestions/{row['id']}/events",
+        "rejections_url": f"/ingestions/{row['id']}/rejections",
+    }
 
 
 @router.post(
@@ -66,13 +69,28 @@ def job_out(row: dict[str, Any]) -> dict[str, Any]:
     status_code=202,
     response_model=JobOut,
     dependencies=[Depends(require_writer)],
-    responses={200: {"model": JobOut, "description": "these bytes were ingested before"},
-               400: {}, 401: {}, 403: {}, 404: {}, 413: {}},
-    openapi_extra={"requestBody": {"content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}}}},
-        "application/json": {"schema": PathRequest.model_json_schema()},
-    }}},
+    responses={
+        200: {"model": JobOut, "description": "these bytes were ingested before"},
+        400: {},
+        401: {},
+        403: {},
+        404: {},
+        413: {},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+                "application/json": {"schema": PathRequest.model_json_schema()},
+            }
+        }
+    },
 )
 async def create_ingestion(
     request: Request,
@@ -95,7 +113,7 @@ async def create_ingestion(
         try:
             body = PathRequest.model_validate(orjson.loads(raw))
         except Exception as e:
-            raise BadRequest(f"JSON body must be {{\"path\": \"file.csv\"}}: {e}") from e
+            raise BadRequest(f'JSON body must be {{"path": "file.csv"}}: {e}') from e
         path = await anyio.to_thread.run_sync(resolve_inside, settings.data_dir, body.path)
         force = force or body.force
         sha, size = await anyio.to_thread.run_sync(digest_inside, path, body.path)
@@ -108,8 +126,10 @@ async def create_ingestion(
     if not created and ctype.startswith("multipart/"):
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
     assert row is not None
-    return JSONResponse(JobOut.model_validate(job_out(row)).model_dump(mode="json"),
-                          status_code=202 if created else 200)
+    return JSONResponse(
+        JobOut.model_validate(job_out(row)).model_dump(mode="json"),
+        status_code=202 if created else 200,
+    )
 
 
 @router.get("", response_model=list[JobOut])
@@ -137,10 +157,12 @@ async def get_ingestion(request: Request, job_id: JobId) -> dict[str, Any]:
 
 @router.get("/{job_id:int}/rejections", response_model=list[Rejection], responses={404: {}})
 async def get_rejections(
-    request: Request, job_id: JobId,
+    request: Request,
+    job_id: JobId,
     after_line: int = Query(0, ge=0, le=2**63 - 1),
-    limit: int = Query(1000, ge=1, description=f"at most {MAX_REJECTIONS} (larger values are "
-                       "capped)"),
+    limit: int = Query(
+        1000, ge=1, description=f"at most {MAX_REJECTIONS} (larger values are capped)"
+    ),
 ) -> list[dict[str, Any]]:
     """Rejected rows of a job: line (1-based), reason, raw text; paged by line."""
     async with request.app.state.pool.connection() as conn:

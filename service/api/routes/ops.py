@@ -27,6 +27,5 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
     missing = [name for v, name, _ in available() if v not in done]
     if missing:
-        return JSONResponse({"status": "migrations pending", "pending": missing},
-                              status_code=503)
+        return JSONResponse({"status": "migrations pending", "pending": missing}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -22,12 +22,20 @@ from service.api.errors import Invalid, NotFound, TooLarge
 router = APIRouter(prefix="/stats", tags=["analytics"])
 
 REGION = Query(None, max_length=200, description="region name, case-insensitive")
-FROM = Query(None, alias="from", description="first day YYYY-MM-DD (its whole week counts); "
-             "default: the week of the earliest stored trip")
-TO = Query(None, description="last day YYYY-MM-DD (its whole week counts); default: the week "
-           "of the latest stored trip")
-MATCH = Query(None, description=f"which end must lie in the area: {', '.join(MATCHES)} "
-              "(default origin)")
+FROM = Query(
+    None,
+    alias="from",
+    description="first day YYYY-MM-DD (its whole week counts); "
+    "default: the week of the earliest stored trip",
+)
+TO = Query(
+    None,
+    description="last day YYYY-MM-DD (its whole week counts); default: the week "
+    "of the latest stored trip",
+)
+MATCH = Query(
+    None, description=f"which end must lie in the area: {', '.join(MATCHES)} (default origin)"
+)
 
 
 class WeekCount(BaseModel):
@@ -44,21 +52,37 @@ class WeeklyAverage(BaseModel):
     match: str
     series: list[WeekCount]
 
-    model_config = {"populate_by_name": True,
-                    "json_schema_extra": {"example": {
-                        "weekly_average": 7.6, "trips": 38, "weeks": 5, "from": "2018-04-30",
-                        "to": "2018-05-28", "match": "origin",
-                        "series": [{"week": "2018-04-30", "trips": 5}]}}}
+    model_config = {
+        "populate_by_name": True,
+        "json_schema_extra": {
+            "example": {
+                "weekly_average": 7.6,
+                "trips": 38,
+                "weeks": 5,
+                "from": "2018-04-30",
+                "to": "2018-05-28",
+                "match": "origin",
+                "series": [{"week": "2018-04-30", "trips": 5}],
+            }
+        },
+    }
 
 
-async def _answer(request: Request, region: str | None, area: Any, start: str | None,
-                  end: str | None, match: str | None) -> dict[str, Any]:
+async def _answer(
+    request: Request,
+    region: str | None,
+    area: Any,
+    start: str | None,
+    end: str | None,
+    match: str | None,
+) -> dict[str, Any]:
     try:
         m = parse_match(match)
         d0, d1 = parse_date(start, "from"), parse_date(end, "to")
         async with request.app.state.pool.connection() as conn:
-            return await weekly.weekly_average(conn, region=region, area=area, start=d0,
-                                               end=d1, match=m)
+            return await weekly.weekly_average(
+                conn, region=region, area=area, start=d0, end=d1, match=m
+            )
     except AreaError as e:
         raise Invalid(str(e)) from None
     except weekly.UnknownRegion as e:
@@ -85,9 +109,20 @@ async def weekly_average(
 @router.post(
     "/weekly-average",
     responses={200: {"model": WeeklyAverage}, 404: {}, 413: {}, 422: {}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"description": "GeoJSON Polygon, MultiPolygon or a Feature holding one "
-                   "(RFC 7946, lon/lat)", "type": "object"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "description": "GeoJSON Polygon, MultiPolygon or a Feature holding one "
+                        "(RFC 7946, lon/lat)",
+                        "type": "object",
+                    }
+                }
+            },
+        }
+    },
 )
 async def weekly_average_polygon(
     request: Request,

@@ -48,12 +48,16 @@ async def list_vehicles(
     """Trips filtered as in the original service; `limit` defaults to 10."""
     async with request.app.state.pool.connection() as conn:
         rows = await q.list_vehicles(
-            conn, region=region, datasource=datasource,
+            conn,
+            region=region,
+            datasource=datasource,
             ox=_coord(origin_coord_x or origin_coord_point_x, "origin_coord_x"),
             oy=_coord(origin_coord_y or origin_coord_point_y, "origin_coord_y"),
             dx=_coord(destination_coord_x or destination_coord_point_x, "destination_coord_x"),
             dy=_coord(destination_coord_y or destination_coord_point_y, "destination_coord_y"),
-            day=date, limit=min(limit, MAX_LIMIT))
+            day=date,
+            limit=min(limit, MAX_LIMIT),
+        )
     return {"data": rows}
 
 
@@ -101,8 +105,9 @@ async def count_by(request: Request, column: str) -> dict[str, list[dict[str, An
 
 
 @router.get("/{trip_id:int}", responses={404: {}})
-async def get_vehicle(request: Request,
-                      trip_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict[str, Any]:
+async def get_vehicle(
+    request: Request, trip_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> dict[str, Any]:
     """One trip by id."""
     async with request.app.state.pool.connection() as conn:
         row = await q.get_vehicle(conn, trip_id)
@@ -112,8 +117,7 @@ async def get_vehicle(request: Request,
 
 
 @router.post("", dependencies=[Depends(require_writer)], response_class=PlainTextResponse)
-async def ingest_all(request: Request,
-                     settings: Annotated[Settings, Depends(get_settings)]) -> str:
+async def ingest_all(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
     """Queue every CSV in the data dir (already ingested bytes are skipped); answers as before."""
     from service.ingest.inbox import enqueue_dir
 
