@@ -22,7 +22,13 @@ db-up: install
 	@if [ -z "$$DATABASE_URL" ]; then $(TRIPS) db up >/dev/null; fi
 	$(TRIPS) db migrate
 
+# The inbox's files are ingested first (in the foreground, with progress; files already stored
+# are skipped by sha256), so the API answers with them from its first request; then the server,
+# whose watcher picks up whatever is dropped into the inbox later.
 run: db-up
+	@inbox=$$($(BIN)/python -c 'from service.settings import Settings; print(Settings().data_dir)'); \
+	files=$$(find "$$inbox" -maxdepth 1 -type f \( -name '*.csv' -o -name '*.csv.gz' \) ! -name '.*' 2>/dev/null | sort); \
+	if [ -n "$$files" ]; then $(TRIPS) ingest $$files || echo "some inbox files failed (see above); serving anyway"; fi
 	@mkdir -p .local && echo $$$$ > .local/serve.pid && exec $(TRIPS) serve
 
 test: db-up
