@@ -206,7 +206,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "| measure | value |",
         "| --- | --- |",
         f"| files | {r['files']} × {r['rows'] // r['files']:,} rows |",
-        f"| generate | {r['generate_rows_per_s']:,.0f} rows/s |",
+        f"| generate | {r['generate_rows_per_s'] or 0:,.0f} rows/s |",
         f"| raw COPY (unlogged, 5 text columns) | {r['raw_copy_rows_per_s']:,.0f} rows/s |",
         f"| ingest, end to end, indexed and attached | {r['ingest_rows_per_s']:,.0f} rows/s |",
         f"| ingest / raw COPY | **{r['ingest_vs_raw_copy']:.3f}** |",
@@ -268,8 +268,9 @@ def main() -> None:
         common.generate(n, f, args.seed * 1000 + i)
         for i, (n, f) in enumerate(zip(per, files, strict=True))
     )
-    gen_rate = rows / gen_s if gen_s else float("nan")
-    print(f"generated in {gen_s:.1f} s ({gen_rate:,.0f} rows/s)", flush=True)
+    # None when the files were already there (kept by an earlier run): nothing was generated.
+    gen_rate = round(rows / gen_s) if gen_s else None
+    print(f"generated in {gen_s:.1f} s ({gen_rate or 0:,} rows/s)", flush=True)
 
     db = f"bench_{rows}"
     url = common.fresh_database(db)
@@ -327,7 +328,7 @@ def main() -> None:
         "files": k,
         "at": at.isoformat(timespec="seconds"),
         "command": cmd,
-        "generate_rows_per_s": round(gen_rate),
+        "generate_rows_per_s": gen_rate,
         "ingest_rows_per_s": round(ingest_rate),
         "raw_copy_rows_per_s": round(copy_rate),
         "ingest_vs_raw_copy": round(ingest_rate / copy_rate, 4),
