@@ -68,10 +68,10 @@ def template_db(server_url: str) -> Iterator[str]:
         )
 
 
-@pytest.fixture
-def db_url(server_url: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated, empty database for this test."""
-    name = f"trips_t_{uuid.uuid4().hex[:12]}"
+def database_copy(server_url: str, template_db: str, prefix: str) -> Iterator[str]:
+    """Yields the URL of a fresh copy of the migrated template; drops it afterwards. The body of
+    `db_url` (a copy per test) and of module-scoped fixtures (a copy per module)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = _with_db(server_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
@@ -84,6 +84,12 @@ def db_url(server_url: str, template_db: str) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated, empty database for this test."""
+    yield from database_copy(server_url, template_db, "trips_t")
 
 
 @pytest.fixture

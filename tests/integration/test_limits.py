@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.settings import Settings
+from tests.conftest import database_copy
 from tests.helpers import ingest
-from tests.integration.shared_db import module_database
 
 N = 10_001
 # route, its maximum, where its items are in the answer
@@ -34,7 +34,7 @@ ROUTES = [
 
 @pytest.fixture(scope="module")
 def limits_db(server_url: str, template_db: str) -> Iterator[str]:
-    yield from module_database(server_url, template_db, "trips_lim")
+    yield from database_copy(server_url, template_db, "trips_lim")
 
 
 @pytest.fixture(scope="module")

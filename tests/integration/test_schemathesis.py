@@ -24,9 +24,8 @@ from schemathesis.python import asgi
 from service.api.app import create_app
 from service.api.geojson import ClusterCollection, TripCollection
 from service.settings import Settings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, database_copy
 from tests.helpers import ingest, query
-from tests.integration.shared_db import module_database
 
 MAX_EXAMPLES = 25
 EXCLUDED = r"^/(ingestions/events|ingestions/\{job_id\}/events|metrics)$"
@@ -35,7 +34,7 @@ EXCLUDED = r"^/(ingestions/events|ingestions/\{job_id\}/events|metrics)$"
 @pytest.fixture(scope="module")
 def api_db(server_url: str, template_db: str) -> Iterator[str]:
     """One database for the module's whole run (per-test copies would cost a copy per case)."""
-    yield from module_database(server_url, template_db, "trips_st")
+    yield from database_copy(server_url, template_db, "trips_st")
 
 
 @pytest.fixture(scope="module")
