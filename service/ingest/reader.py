@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ _CANON_POINT = r"^POINT \(-?[0-9]+(?:\.[0-9]+)? -?[0-9]+(?:\.[0-9]+)?\)$"
 _CANON_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 # Microseconds from 1970-01-01 to PostgreSQL's epoch 2000-01-01.
 PG_EPOCH_US = 10_957 * 86_400 * 1_000_000
+
+log = logging.getLogger(__name__)
 
 
 class FileFormatError(ValueError):
@@ -254,24 +257,37 @@ class TripReader:
                 return fast, n_lines, b""
         return self._slow(data, line, eof)
 
-    def _fast(self, data: bytes, line: int, n_lines: int) -> Batch | None:
+    def _arrow_table(self, data: bytes, use_threads: bool) -> pa.Table:
         cols = self.header.columns
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(
+                column_names=cols, use_threads=use_threads, block_size=1 << 20
+            ),
+            parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in cols},
+                include_columns=list(REQUIRED),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+
+    def _fast(self, data: bytes, line: int, n_lines: int) -> Batch | None:
         try:
-            table = pacsv.read_csv(
-                io.BytesIO(data),
-                read_options=pacsv.ReadOptions(
-                    column_names=cols, use_threads=True, block_size=1 << 20
-                ),
-                parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in cols},
-                    include_columns=list(REQUIRED),
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                    null_values=[],
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            try:
+                table = self._arrow_table(data, use_threads=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                raise  # the block's data: the record-by-record path says which line and why
+            except pa.ArrowException as e:
+                # Not the data: pyarrow's threaded CSV reader failed internally (seen once in a
+                # 100M-row run: "a chunk failed converting for an unknown reason"; the same
+                # block then parses). Parse it again on one thread; the slow path is the last
+                # resort. Either way the block's rows are all kept or rejected with a reason.
+                log.warning("pyarrow threaded CSV read failed (%s); re-reading on one thread", e)
+                table = self._arrow_table(data, use_threads=False)
+        except pa.ArrowException:
             return None
         if table.num_rows != n_lines:
             return None

@@ -162,3 +162,33 @@ def test_long_line_is_rejected_and_rest_loads(tmp_path: Path) -> None:
     p = write(tmp_path, HEADER + GOOD + huge + GOOD)
     rows, rej, _, _ = read_all(p, block=1 << 20)
     assert rows == 2 and rej[0][0] == 3 and "longer than" in rej[0][1]
+
+
+@pytest.mark.parametrize("fails_on", ["threaded", "always"])
+def test_pyarrow_internal_failure_loses_no_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails_on: str
+) -> None:
+    """pyarrow's threaded reader once failed inside ("a chunk failed converting for an unknown
+    reason") on a block that parses: the block is read again, on one thread or record by record,
+    and gives exactly what an undisturbed read gives."""
+    import pyarrow as pa
+
+    from service.ingest import reader
+
+    lines = [GOOD] * 700 + ["B,POINT(1 2),POINT(3 4),bad,d\n"] + [GOOD] * 299
+    p = write(tmp_path, HEADER + "".join(lines))
+    expected = read_all(p, block=4096)
+    original = reader.pacsv.read_csv
+    calls = {"failed": 0}
+
+    def flaky(source, read_options, **kw):  # type: ignore[no-untyped-def]
+        if fails_on == "always" or read_options.use_threads:
+            calls["failed"] += 1
+            raise pa.ArrowException("Unknown error: a chunk failed converting")
+        return original(source, read_options=read_options, **kw)
+
+    monkeypatch.setattr(reader.pacsv, "read_csv", flaky)
+    got = read_all(p, block=4096)
+    assert calls["failed"] > 1
+    assert got == expected
+    assert got[0] == 999 and [r[0] for r in got[1]] == [702]
