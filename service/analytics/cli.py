@@ -96,7 +96,9 @@ def clusters_cmd(
     time_from: str = typer.Option(None, help="HH:MM"),
     time_to: str = typer.Option(None, help="HH:MM"),
     min_trips: int = typer.Option(1, min=1),
-    limit: int = typer.Option(20, min=1, max=cq.MAX_LIMIT),
+    limit: int = typer.Option(
+        20, min=1, help=f"at most {cq.MAX_LIMIT}; a larger value is capped, as in the API"
+    ),
     geojson: bool = typer.Option(False, "--geojson", help="print a GeoJSON FeatureCollection"),
     rebuild: bool = typer.Option(
         False,
@@ -130,7 +132,7 @@ def clusters_cmd(
                 time_from=t0,
                 time_to=t1,
                 min_trips=min_trips,
-                limit=limit,
+                limit=min(limit, cq.MAX_LIMIT),
             )
         )
     except (AreaError, ValueError) as e:

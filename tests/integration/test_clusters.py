@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -165,6 +166,12 @@ def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_u
     assert res.exit_code == 0, res.output
     _same(_got(client, limit=1000), _expected(trips, 0.05, 30), 1000)
     assert client.get("/clusters").json()["params"] == {"cell": 0.05, "bucket_minutes": 30}
+    # A limit above the maximum is capped, as in the API; below 1 is an error.
+    capped = CliRunner().invoke(app, ["clusters", "--geojson", "--limit", "5000"], env=env)
+    at_max = CliRunner().invoke(app, ["clusters", "--geojson", "--limit", "1000"], env=env)
+    assert capped.exit_code == 0 and at_max.exit_code == 0, capped.output
+    assert json.loads(capped.stdout)["features"] == json.loads(at_max.stdout)["features"]
+    assert CliRunner().invoke(app, ["clusters", "--limit", "0"], env=env).exit_code != 0
 
 
 def test_bad_cluster_requests(loaded: tuple[TestClient, list[Trip]]) -> None:
