@@ -115,3 +115,29 @@ def z_order(x: np.ndarray, y: np.ndarray, cell: float = 0.01) -> np.ndarray:
     cx = np.floor(x / cell).astype(np.int64) + 18_000  # 0 … 36 000: 16 bits
     cy = np.floor(y / cell).astype(np.int64) + 9_000  # 0 … 18 000: 15 bits
     return _spread(cx) | (_spread(cy) << 1)
+
+
+# Binary COPY field types of the rollups' staging tables: (numpy big-endian type, byte length).
+# `date` is days and `timestamp` microseconds since 2000-01-01; `char` is PostgreSQL's "char".
+_FIELD = {
+    "char": ("u1", 1),
+    "int4": (">i4", 4),
+    "int8": (">i8", 8),
+    "float8": (">f8", 8),
+    "date": (">i4", 4),
+    "timestamp": (">i8", 8),
+}
+
+
+def binary_rows(columns: list[tuple[str, np.ndarray]]) -> bytes:
+    """Binary COPY rows (no header or trailer) of equal-length columns of fixed-width types."""
+    n = len(columns[0][1])
+    fields = [("nfields", ">i2")]
+    for i, (kind, _) in enumerate(columns):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", _FIELD[kind][0])]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["nfields"] = len(columns)
+    for i, (kind, values) in enumerate(columns):
+        rows[f"l{i}"] = _FIELD[kind][1]
+        rows[f"v{i}"] = values
+    return rows.tobytes()

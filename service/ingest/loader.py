@@ -4,10 +4,12 @@
    (with wal_level=minimal the new table's data skips WAL entirely), then COMMIT. The table is
    not a partition of ``trips`` yet, so no query sees it; it only exists to be indexed.
    Parsing runs on a reader thread, a bounded queue ahead of the COPY (pyarrow and numpy
-   release the GIL), so client parsing and server-side COPY overlap on two cores.
-2. The two GiST indexes are built on two extra connections while the load connection opens the
-   job's transaction and runs the rollups (``apply_trip_rollups``) and the cheap btree/BRIN
-   builds: the three longest steps share the machine's cores instead of queueing.
+   release the GIL); this thread groups each batch for the rollups (service/ingest/rollups.py)
+   while psycopg's writer thread sends it, so client work and server-side COPY overlap.
+2. The indexes are built one after the other on an extra connection while the load connection
+   opens the job's transaction, copies the job's rollup totals into temporary tables and merges
+   them into the rollups (``apply_staged_rollups``, db/migrations/013): the two chains share
+   the machine's two cores.
 3. In that one transaction: the rejected rows (spooled to a temporary file, not memory), the
    CHECK and ``ATTACH PARTITION`` (a small job's rows are moved into ``trips_p0`` instead), the
    job row set to ``succeeded`` with its event, then COMMIT: the trips appear together.
@@ -31,11 +33,12 @@ from typing import IO, Any
 
 import numpy as np
 import psycopg
+import psycopg.copy
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from service.ingest import jobs
+from service.ingest import jobs, rollups
 from service.ingest.encode import COLUMNS, HEADER, TRAILER, encode_rows
 from service.ingest.reader import Batch, FileFormatError, TripReader
 from service.settings import Settings
@@ -129,7 +132,10 @@ def load_job(
         psycopg.connect(url) as load,
         tempfile.TemporaryFile() as spool,
     ):
+        partials = rollups.JobRollups(_rollup_params(ctl), job.bytes)
         backend_pid = load.info.backend_pid
+        # The rollups' staging tables are temporary: room for them in local buffers.
+        load.execute("SET temp_buffers = '512MB'")
         jobs.heartbeat(ctl, job, backend_pid)
         beat = Heartbeat(url, job, settings.heartbeat_seconds, backend_pid)
         beat.start()
@@ -142,11 +148,25 @@ def load_job(
                         "UPDATE ingestion_jobs SET ignored_columns = %s WHERE id = %s",
                         [reader.header.ignored, job.id],
                     )
-                _copy(load, ctl, table, job, reader, counts, spool, beat, started, on_progress)
+                _copy(
+                    load,
+                    ctl,
+                    table,
+                    job,
+                    reader,
+                    counts,
+                    spool,
+                    partials,
+                    beat,
+                    started,
+                    on_progress,
+                )
             load.commit()  # the unattached table only: invisible to queries
             _report(ctl, job, counts, started, on_progress)
             timings = {"read_copy_s": time.monotonic() - started}
-            _finalize(url, load, table, job, counts["rows_loaded"], settings, timings, beat)
+            _finalize(
+                url, load, table, job, counts["rows_loaded"], settings, partials, timings, beat
+            )
             _store_rejections(load, job.id, spool)
             jobs.finish_succeeded(load, job, counts)
             t = time.monotonic()
@@ -155,11 +175,19 @@ def load_job(
             log.info("job %s timings %s", job.id, {k: round(v, 2) for k, v in timings.items()})
         finally:
             beat.stop.set()
+            partials.close()
     counts["seconds"] = time.monotonic() - started
     return counts
 
 
 _DONE = object()
+
+
+def _copy_to(conn: psycopg.Connection, statement: Any) -> Any:
+    """A COPY whose writes return at once (a psycopg thread sends them): this thread goes on
+    computing while the server ingests."""
+    cur = conn.cursor()
+    return cur.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(cur))
 
 
 def _copy(
@@ -170,11 +198,13 @@ def _copy(
     reader: TripReader,
     counts: dict[str, Any],
     spool: IO[bytes],
+    partials: rollups.JobRollups,
     beat: Heartbeat,
     started: float,
     on_progress: ProgressFn | None,
 ) -> None:
-    """COPY the file's valid rows; a reader thread parses and encodes a few blocks ahead."""
+    """COPY the file's valid rows; a reader thread parses and encodes a few blocks ahead, and
+    this thread groups them for the rollups while psycopg's writer sends them."""
     regions, sources = Lookup(ctl, "regions"), Lookup(ctl, "datasources")
     blocks: queue.Queue[Any] = queue.Queue(maxsize=3)
     stop = threading.Event()
@@ -183,7 +213,8 @@ def _copy(
         try:
             for batch in reader:
                 item = (
-                    _encode(ctl, job, batch, regions, sources),
+                    *_encode(ctl, job, batch, regions, sources),
+                    batch,
                     batch.rows_read,
                     batch.rows_valid,
                     batch.rejections,
@@ -207,15 +238,16 @@ def _copy(
     )
     last_report = 0.0
     try:
-        with load.cursor().copy(copy_sql) as copy:
+        with _copy_to(load, copy_sql) as copy:
             copy.write(HEADER)
             producer.start()
             while (item := blocks.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
-                body, rows_read, rows_valid, rejections, bytes_read = item
+                body, region, source, b, rows_read, rows_valid, rejections, bytes_read = item
                 if body:
                     copy.write(body)
+                    partials.add(region, source, b.ts_us, b.ox, b.oy, b.dx, b.dy)
                 counts["rows_read"] += rows_read
                 counts["rows_loaded"] += rows_valid
                 counts["rows_rejected"] += len(rejections)
@@ -237,24 +269,77 @@ def _copy(
 
 
 def _encode(
-    ctl: psycopg.Connection, job: jobs.Job, batch: Batch, regions: Lookup, sources: Lookup
-) -> bytes:
+    ctl: psycopg.Connection,
+    job: jobs.Job,
+    batch: Batch,
+    regions: Lookup,
+    sources: Lookup,
+) -> tuple[bytes, np.ndarray | None, np.ndarray | None]:
+    """The batch's binary COPY rows, with its region and datasource ids."""
     n = batch.rows_valid
     if not n:
-        return b""
+        return b"", None, None
     first_id = _reserve_ids(ctl, n)
-    return encode_rows(
-        first_id,
-        job.id,
-        job.id,
-        regions.ids_for(batch.region),
-        sources.ids_for(batch.datasource),
-        batch.ts_us,
-        batch.ox,
-        batch.oy,
-        batch.dx,
-        batch.dy,
-    )
+    region, source = regions.ids_for(batch.region), sources.ids_for(batch.datasource)
+    b = batch
+    body = encode_rows(first_id, job.id, job.id, region, source, b.ts_us, b.ox, b.oy, b.dx, b.dy)
+    return body, region, source
+
+
+def _rollup_params(ctl: psycopg.Connection) -> rollups.Params:
+    row = ctl.execute(
+        "SELECT g.cell, p.cell, p.bucket_minutes, trip_cluster_top_size()"
+        " FROM rollup_grid g, trip_cluster_params p"
+    ).fetchone()
+    assert row is not None
+    return rollups.Params(float(row[0]), float(row[1]), int(row[2]), int(row[3]))
+
+
+# The staging tables of apply_staged_rollups (db/migrations/013), in the spool's column order.
+_STAGING = {
+    "weekly": (
+        "stage_weekly",
+        "region_id int, week date, datasource_id int, trips bigint, last_at timestamp",
+    ),
+    "cells": (
+        "stage_cells",
+        'side "char", cx int, cy int, week date, region_id int, trips bigint',
+    ),
+    "clusters": (
+        "stage_clusters",
+        "region_id int, ocx int, ocy int, dcx int, dcy int, bucket int, trips bigint, "
+        "sum_ox float8, sum_oy float8, sum_dx float8, sum_dy float8",
+    ),
+    # after "clusters": the candidates are chosen while its totals are streamed
+    "top": ("stage_top", "region_id int, ocx int, ocy int, dcx int, dcy int, bucket int"),
+}
+
+
+def _apply_rollups(
+    load: psycopg.Connection, name: str, partials: rollups.JobRollups, timings: dict[str, float]
+) -> None:
+    """Merge the job's partial aggregates into the rollups, in the job's transaction."""
+    for key, (table, columns) in _STAGING.items():
+        t = time.monotonic()
+        load.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+        with _copy_to(load, f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            stream = partials.top_candidates() if key == "top" else partials.copy_stream(key)
+            for block in stream:
+                copy.write(block)
+        load.execute(f"ANALYZE {table}")
+        timings[f"stage_{key}_s"] = time.monotonic() - t
+    t = time.monotonic()
+    p = partials.params
+    row = load.execute(
+        "SELECT apply_staged_rollups(%s, %s, %s)", [p.grid, p.cluster_cell, p.bucket_minutes]
+    ).fetchone()
+    if not (row and row[0]):  # the grids changed since the job began: the server-side path
+        log.info("job table %s: rollup grids changed during the load, aggregating in SQL", name)
+        load.execute("SELECT trip_rollups_lock()")
+        load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
+    for table, _ in _STAGING.values():
+        load.execute(f"DROP TABLE {table}")
+    timings["rollups_s"] = time.monotonic() - t
 
 
 def _drop_orphans(ctl: psycopg.Connection, job_id: int) -> None:
@@ -312,25 +397,27 @@ def _report(
 
 
 class _IndexBuild(threading.Thread):
-    """One CREATE INDEX on a connection of its own (the table is committed, not yet attached)."""
+    """CREATE INDEX statements run one after the other on a connection of their own (the table
+    is committed, not yet attached)."""
 
-    def __init__(self, url: str, statement: sql.Composed, name: str):
-        super().__init__(daemon=True, name=name)
-        self.url, self.statement = url, statement
+    def __init__(self, url: str, statements: dict[str, sql.Composed]):
+        super().__init__(daemon=True, name="index-build")
+        self.url, self.statements = url, statements
         self.error: BaseException | None = None
-        self.seconds = 0.0
+        self.seconds: dict[str, float] = {}
         self.conn: psycopg.Connection | None = None
 
     def run(self) -> None:
-        t = time.monotonic()
         try:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 self.conn = conn
                 conn.execute(f"SET maintenance_work_mem = '{INDEX_MEMORY}'")
-                conn.execute(self.statement)
+                for name, statement in self.statements.items():
+                    t = time.monotonic()
+                    conn.execute(statement)
+                    self.seconds[name] = time.monotonic() - t
         except BaseException as e:
             self.error = e
-        self.seconds = time.monotonic() - t
 
     def cancel(self) -> None:
         if self.conn is not None and self.is_alive():
@@ -355,14 +442,13 @@ def _finalize(
     job: jobs.Job,
     rows: int,
     settings: Settings,
+    partials: rollups.JobRollups,
     timings: dict[str, float],
     beat: Heartbeat,
 ) -> None:
     name = f"trips_job_{job.id}"
     if rows < settings.small_job_rows:
-        t = time.monotonic()
-        load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
-        timings["rollups_s"] = time.monotonic() - t
+        _apply_rollups(load, name, partials, timings)
         load.execute(
             sql.SQL(
                 "INSERT INTO trips_p0 SELECT id, 0, ingestion_id, region_id, datasource_id, "
@@ -371,26 +457,19 @@ def _finalize(
         )
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return
-    # The GiST builds (sorted builds, the slow ones) run on connections of their own while this
-    # transaction computes the rollups and the cheap indexes; all are named like the parent's
-    # indexes so that the attach adopts them, and the CHECK lets ATTACH skip its scan.
-    builds = [
-        _IndexBuild(url, _index_sql(name, table, suffix, method, column), suffix)
+    # One connection builds the indexes one after the other while this transaction runs the
+    # rollups: beside the rollups (one core), concurrent builds only slowed the rollups, which
+    # are the longer chain. All are named like the parent's indexes so that the attach adopts
+    # them, and the CHECK lets ATTACH skip its scan.
+    statements = {
+        suffix: _index_sql(name, table, suffix, method, column)
         for suffix, method, column in _JOB_INDEXES
-        if method == "gist"
-    ]
+    }
+    builds = [_IndexBuild(url, statements)]
     for b in builds:
         b.start()
     try:
-        t = time.monotonic()
-        load.execute("SELECT apply_trip_rollups(%s::regclass)", [name])
-        timings["rollups_s"] = time.monotonic() - t
-        load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
-        for suffix, method, column in _JOB_INDEXES:
-            if method != "gist":
-                t = time.monotonic()
-                load.execute(_index_sql(name, table, suffix, method, column))
-                timings[f"index_{suffix}_s"] = time.monotonic() - t
+        _apply_rollups(load, name, partials, timings)
         t = time.monotonic()
         for b in builds:
             while b.is_alive():
@@ -399,7 +478,7 @@ def _finalize(
                     raise jobs.JobLost(f"job {job.id} was taken away from this worker")
             if b.error is not None:
                 raise b.error
-            timings[f"index_{b.name}_s"] = b.seconds
+            timings |= {f"index_{k}_s": v for k, v in b.seconds.items()}
         timings["index_wait_s"] = time.monotonic() - t
     finally:
         for b in builds:
