@@ -46,6 +46,7 @@ from service.settings import Settings
 log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
+WRITE_QUEUE = 16  # COPY chunks (512 KiB each) queued for the writer thread
 INDEX_MEMORY = "512MB"  # per index build; three run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
 _JOB_INDEXES = (
@@ -183,11 +184,21 @@ def load_job(
 _DONE = object()
 
 
+class _BoundedWriter(psycopg.copy.QueuedLibpqWriter):
+    """psycopg's queued COPY writer (a thread sends the data) with a short queue: at most
+    WRITE_QUEUE chunks of 512 KiB wait, so a client faster than the server blocks instead of
+    buffering the whole file (psycopg's queue holds 1024 chunks)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]):
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=WRITE_QUEUE)  # type: ignore[assignment]
+
+
 def _copy_to(conn: psycopg.Connection, statement: Any) -> Any:
-    """A COPY whose writes return at once (a psycopg thread sends them): this thread goes on
+    """A COPY whose writes return at once while the queue has room: this thread goes on
     computing while the server ingests."""
     cur = conn.cursor()
-    return cur.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(cur))
+    return cur.copy(statement, writer=_BoundedWriter(cur))
 
 
 def _copy(
@@ -430,8 +441,10 @@ class _IndexBuild(threading.Thread):
 def _index_sql(
     name: str, table: sql.Identifier, suffix: str, method: str, column: str
 ) -> sql.Composed:
-    return sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
-        sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column)
+    # A job's partition is never written again: full pages (the attach ignores the setting).
+    full = sql.SQL(" WITH (fillfactor = 100)" if method in ("gist", "btree") else "")
+    return sql.SQL("CREATE INDEX {} ON {} USING {} ({}){}").format(
+        sql.Identifier(f"{name}_{suffix}"), table, sql.SQL(method), sql.Identifier(column), full
     )
 
 
@@ -457,19 +470,26 @@ def _finalize(
         )
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return
-    # One connection builds the indexes one after the other while this transaction runs the
-    # rollups: beside the rollups (one core), concurrent builds only slowed the rollups, which
-    # are the longer chain. All are named like the parent's indexes so that the attach adopts
-    # them, and the CHECK lets ATTACH skip its scan.
+    # Two chains of about equal length share the two cores: one extra connection builds the
+    # spatial and time indexes one after the other, while this transaction merges the rollups
+    # and builds the id index (more concurrent builds only slowed both chains). All are named
+    # like the parent's indexes so that the attach adopts them, and the CHECK lets ATTACH skip
+    # its scan.
     statements = {
         suffix: _index_sql(name, table, suffix, method, column)
         for suffix, method, column in _JOB_INDEXES
     }
+    own = {"id": statements.pop("id")}
     builds = [_IndexBuild(url, statements)]
     for b in builds:
         b.start()
     try:
         _apply_rollups(load, name, partials, timings)
+        load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
+        for suffix, statement in own.items():
+            t = time.monotonic()
+            load.execute(statement)
+            timings[f"index_{suffix}_s"] = time.monotonic() - t
         t = time.monotonic()
         for b in builds:
             while b.is_alive():

@@ -29,8 +29,9 @@ from service.ingest.encode import HEADER, TRAILER, binary_rows
 US_PER_DAY = 86_400_000_000
 # PostgreSQL's day 0, 2000-01-01, is a Saturday: weekday (Monday = 0) of day d is (d + 5) % 7.
 _DAY0_WEEKDAY = 5
-BUFFER_ROWS = 400_000  # rows held before a reduction (about 25 MB for the widest table)
-SPLIT_BYTES = 48 << 20  # the target size of one split of a job's spilled rows
+BUFFER_ROWS = 131_072  # rows held before a reduction (8 MiB for the widest table)
+SPLIT_BYTES = 16 << 20  # bytes of the file per split of a job's spilled rows (~10 MiB of rows)
+ENCODE_ROWS = 65_536  # rows per binary COPY chunk of the totals
 
 
 @dataclass(frozen=True)
@@ -254,10 +255,14 @@ class JobRollups:
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
-            if len(rows[table.keys[0]]):
-                yield binary_rows([(_TYPES.get(n, "int4"), rows[n]) for n in table.columns])
-                if name == "clusters":
-                    self._keep_top(rows)
+            n = len(rows[table.keys[0]])
+            for lo in range(0, n, ENCODE_ROWS):
+                cols = table.columns
+                yield binary_rows(
+                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in cols]
+                )
+            if n and name == "clusters":
+                self._keep_top(rows)
         yield TRAILER
 
     def _keep_top(self, rows: Columns) -> None:
