@@ -46,7 +46,7 @@ from service.settings import Settings
 log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
-WRITE_QUEUE = 16  # COPY chunks (512 KiB each) queued for the writer thread
+WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
 INDEX_MEMORY = "512MB"  # per index build; three run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
 _JOB_INDEXES = (

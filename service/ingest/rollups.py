@@ -29,8 +29,8 @@ from service.ingest.encode import HEADER, TRAILER, binary_rows
 US_PER_DAY = 86_400_000_000
 # PostgreSQL's day 0, 2000-01-01, is a Saturday: weekday (Monday = 0) of day d is (d + 5) % 7.
 _DAY0_WEEKDAY = 5
-BUFFER_ROWS = 131_072  # rows held before a reduction (8 MiB for the widest table)
-SPLIT_BYTES = 16 << 20  # bytes of the file per split of a job's spilled rows (~10 MiB of rows)
+BUFFER_ROWS = 65_536  # rows held before a reduction (4 MiB for the widest table)
+SPLIT_BYTES = 8 << 20  # bytes of the file per split of a job's spilled rows (~5 MiB of rows)
 ENCODE_ROWS = 65_536  # rows per binary COPY chunk of the totals
 
 
