@@ -1,0 +1,109 @@
+"""The rollups a job stores (client-side totals, migration 013) equal what SQL computes from the
+stored trips, over several jobs whose keys overlap, and through the server-side fallback taken
+when the grids change under a running job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.generate import generate_file
+from service.ingest import loader, rollups
+from service.settings import Settings
+from tests.helpers import ingest, query
+
+# Every rollup recomputed from `trips` with the SQL definitions, minus what is stored: no rows.
+_DIFFS = {
+    "weekly_trips": """
+        (SELECT region_id, date_trunc('week', started_at)::date AS week, datasource_id,
+                count(*)::bigint AS trips, max(started_at) AS last_at
+         FROM trips GROUP BY 1, 2, 3)
+        EXCEPT SELECT region_id, week, datasource_id, trips, last_at FROM weekly_trips""",
+    "weekly_cell_trips": """
+        (SELECT side, cx, cy, week, region_id, count(*)::bigint FROM (
+            SELECT 'o'::"char" AS side, floor(ST_X(origin) / g.cell)::int AS cx,
+                   floor(ST_Y(origin) / g.cell)::int AS cy,
+                   date_trunc('week', started_at)::date AS week, region_id
+            FROM trips, rollup_grid g
+            UNION ALL
+            SELECT 'd', floor(ST_X(destination) / g.cell)::int,
+                   floor(ST_Y(destination) / g.cell)::int,
+                   date_trunc('week', started_at)::date, region_id
+            FROM trips, rollup_grid g) s GROUP BY 1, 2, 3, 4, 5)
+        EXCEPT SELECT side, cx, cy, week, region_id, trips FROM weekly_cell_trips""",
+    "trip_clusters": """
+        (SELECT region_id, floor(ST_X(origin) / p.cell)::int, floor(ST_Y(origin) / p.cell)::int,
+                floor(ST_X(destination) / p.cell)::int, floor(ST_Y(destination) / p.cell)::int,
+                floor(date_part('epoch', started_at::time) / (p.bucket_minutes * 60))::int,
+                count(*)::bigint
+         FROM trips, trip_cluster_params p GROUP BY 1, 2, 3, 4, 5, 6)
+        EXCEPT SELECT region_id, ocx, ocy, dcx, dcy, bucket, trips FROM trip_clusters""",
+}
+
+
+def _assert_exact(db_url: str) -> None:
+    for table, diff in _DIFFS.items():
+        assert query(db_url, f"SELECT count(*) AS n FROM ({diff}) d")[0]["n"] == 0, table
+    # as many stored rows as keys (the EXCEPT above checks one direction)
+    n = query(db_url, "SELECT (SELECT count(*) FROM trip_clusters) AS c,"
+                      " (SELECT sum(trips) FROM trip_clusters) AS s,"
+                      " (SELECT count(*) FROM trips) AS t")[0]  # fmt: skip
+    assert n["s"] == n["t"]
+    sums = query(
+        db_url,
+        """SELECT count(*) AS n FROM trip_clusters c JOIN (
+               SELECT region_id, floor(ST_X(origin) / 0.01)::int AS ocx,
+                      floor(ST_Y(origin) / 0.01)::int AS ocy,
+                      floor(ST_X(destination) / 0.01)::int AS dcx,
+                      floor(ST_Y(destination) / 0.01)::int AS dcy,
+                      floor(date_part('epoch', started_at::time) / 3600)::int AS bucket,
+                      sum(ST_X(origin)) AS sx, sum(ST_Y(destination)) AS sy
+               FROM trips GROUP BY 1, 2, 3, 4, 5, 6) t USING (region_id, ocx, ocy, dcx, dcy, bucket)
+           WHERE abs(c.sum_ox - t.sx) > 1e-7 OR abs(c.sum_dy - t.sy) > 1e-7""",
+    )
+    assert sums[0]["n"] == 0
+    # the top table holds each region's first clusters, exactly
+    top = query(
+        db_url,
+        """SELECT count(*) AS n FROM (
+               SELECT region_id, ocx, ocy, dcx, dcy, bucket, trips FROM (
+                   SELECT *, row_number() OVER (PARTITION BY region_id
+                       ORDER BY trips DESC, ocx, ocy, dcx, dcy, bucket) AS rn
+                   FROM trip_clusters) r WHERE rn <= trip_cluster_top_size()
+               EXCEPT SELECT region_id, ocx, ocy, dcx, dcy, bucket, trips
+               FROM trip_cluster_top) d""",
+    )
+    assert top[0]["n"] == 0
+
+
+def test_jobs_with_overlapping_keys_store_exact_rollups(
+    db_url: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollups, "BUFFER_ROWS", 2000)  # spills and splits on small files
+    monkeypatch.setattr(rollups, "SPLIT_BYTES", 100_000)
+    small = settings.model_copy(update={"small_job_rows": 5000})
+    for seed, rows in ((1, 20_000), (2, 3000), (1, 20_000)):  # the third repeats the first
+        p = tmp_path / f"t{seed}-{rows}.csv"
+        if not p.exists():
+            generate_file(p, rows, seed=seed)
+        job = ingest(db_url, small, p, force=True)
+        assert job["state"] == "succeeded", job["error"]
+    _assert_exact(db_url)
+
+
+def test_grids_changed_during_a_job_fall_back_to_sql(
+    db_url: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "t.csv"
+    generate_file(p, 4000, seed=3)
+    real = loader._rollup_params
+
+    def stale(ctl):  # what the job read before a `trips clusters --rebuild` changed the grid
+        r = real(ctl)
+        return rollups.Params(r.grid, r.cluster_cell * 2, r.bucket_minutes, r.top_size)
+
+    monkeypatch.setattr(loader, "_rollup_params", stale)
+    job = ingest(db_url, settings, p)
+    assert job["state"] == "succeeded", job["error"]
+    _assert_exact(db_url)
