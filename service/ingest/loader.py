@@ -46,7 +46,6 @@ from service.settings import Settings
 log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
-PARALLEL_GIST_ROWS = 5_000_000  # from this size a job builds its two GiST indexes in parallel
 WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
 INDEX_MEMORY = "512MB"  # per index build; three run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
@@ -481,13 +480,7 @@ def _finalize(
         for suffix, method, column in _JOB_INDEXES
     }
     own = {"id": statements.pop("id")}
-    if rows >= PARALLEL_GIST_ROWS:
-        # GiST builds grow faster than the rollups (n log n against ~n): from a few million rows
-        # the index chain is the longer one, and the two GiST builds get a connection each.
-        second = {"destination": statements.pop("destination")}
-        builds = [_IndexBuild(url, statements), _IndexBuild(url, second)]
-    else:
-        builds = [_IndexBuild(url, statements)]
+    builds = [_IndexBuild(url, statements)]
     for b in builds:
         b.start()
     try:
