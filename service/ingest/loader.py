@@ -47,7 +47,7 @@ log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
 WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
-INDEX_MEMORY = "512MB"  # per index build; three run at once at most
+INDEX_MEMORY = "512MB"  # per index build; two run at once at most
 # The partitioned indexes of `trips` (db/migrations), built per large job after its load.
 _JOB_INDEXES = (
     ("id", "btree", "id"),
@@ -329,7 +329,7 @@ _STAGING = {
 def _apply_rollups(
     load: psycopg.Connection, name: str, partials: rollups.JobRollups, timings: dict[str, float]
 ) -> None:
-    """Merge the job's partial aggregates into the rollups, in the job's transaction."""
+    """Copy the job's rollup totals into temporary tables and merge them, in the job's transaction."""
     for key, (table, columns) in _STAGING.items():
         t = time.monotonic()
         load.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
