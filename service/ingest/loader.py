@@ -329,7 +329,7 @@ _STAGING = {
 def _apply_rollups(
     load: psycopg.Connection, name: str, partials: rollups.JobRollups, timings: dict[str, float]
 ) -> None:
-    """Copy the job's rollup totals into temporary tables and merge them, in the job's transaction."""
+    """Copy the job's rollup totals into temporary tables and merge them (job transaction)."""
     for key, (table, columns) in _STAGING.items():
         t = time.monotonic()
         load.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
