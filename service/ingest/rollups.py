@@ -236,13 +236,15 @@ class JobRollups:
         week = week_days(ts_us)
         weekly = {"region_id": region, "week": week, "datasource_id": source}
         self.tables["weekly"].add(weekly | {"trips": one, "last_at": ts_us})
-        for side, x, y in (("o", ox, oy), ("d", dx, dy)):
+        on_grid = [cells(v, p.grid) for v in (ox, oy, dx, dy)]
+        for side, (cx, cy) in (("o", on_grid[:2]), ("d", on_grid[2:])):
             side_code = np.full(n, ord(side), dtype=np.uint8)
-            cell = {"side": side_code, "cx": cells(x, p.grid), "cy": cells(y, p.grid)}
+            cell = {"side": side_code, "cx": cx, "cy": cy}
             self.tables["cells"].add(cell | {"week": week, "region_id": region, "trips": one})
+        # the two grids are the same by default (0.01 degrees): their cells are computed once
         c = p.cluster_cell
-        key = {"region_id": region, "ocx": cells(ox, c), "ocy": cells(oy, c)}
-        key |= {"dcx": cells(dx, c), "dcy": cells(dy, c)}
+        ocx, ocy, dcx, dcy = on_grid if c == p.grid else [cells(v, c) for v in (ox, oy, dx, dy)]
+        key = {"region_id": region, "ocx": ocx, "ocy": ocy, "dcx": dcx, "dcy": dcy}
         key["bucket"] = buckets(ts_us, p.bucket_minutes)
         sums = {"sum_ox": ox, "sum_oy": oy, "sum_dx": dx, "sum_dy": dy}
         self.tables["clusters"].add(key | {"trips": one} | sums)
@@ -257,9 +259,8 @@ class JobRollups:
         for rows in table.totals():
             n = len(rows[table.keys[0]])
             for lo in range(0, n, ENCODE_ROWS):
-                cols = table.columns
                 yield binary_rows(
-                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in cols]
+                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in table.columns]
                 )
             if n and name == "clusters":
                 self._keep_top(rows)
