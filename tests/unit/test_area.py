@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+import shapely
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.analytics.area import AreaError, parse_bbox, parse_geometry, parse_match
 from service.analytics.clusters import bucket_label, parse_time
-from service.analytics.weekly import box_plan
+from service.analytics.weekly import ShapePlan, box_plan, shape_plan
 
 
 @pytest.mark.parametrize(
@@ -59,29 +61,99 @@ def test_time_buckets() -> None:
             parse_time(bad, "t", 0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.floats(-179, 179),
     st.floats(-89, 89),
     st.floats(0, 0.5),
     st.floats(0, 0.5),
-    st.floats(-200, 200),
-    st.floats(-100, 100),
+    st.lists(st.tuples(st.floats(-0.5, 1.5), st.floats(-0.5, 1.5)), min_size=1, max_size=8),
 )
 def test_box_plan_covers_exactly(
-    x: float, y: float, w: float, h: float, px: float, py: float
+    x: float, y: float, w: float, h: float, samples: list[tuple[float, float]]
 ) -> None:
-    """Whole cells lie inside the box; every other point of the box lies in a strip."""
+    """Every point where the box and the rollup's cells R disagree lies in a strip, and R never
+    holds a cell less than half covered by the box on an axis."""
     g = 0.01
     box = parse_bbox(f"{x!r},{y!r},{x + w!r},{y + h!r}")
     assert box is not None
     cells, strips = box_plan(box, g)
-    px = box.minx + (px % 1) * (box.maxx - box.minx)
-    py = box.miny + (py % 1) * (box.maxy - box.miny)
-    for qx, qy in [(px, py), (box.minx, box.miny), (box.maxx, box.maxy), (box.minx, box.maxy)]:
+    bw, bh = box.maxx - box.minx, box.maxy - box.miny
+    xs = [box.minx, box.maxx, cells["cx0"] * g, (cells["cx1"] + 1) * g]
+    ys = [box.miny, box.maxy, cells["cy0"] * g, (cells["cy1"] + 1) * g]
+    points = [(box.minx + u * bw, box.miny + v * bh) for u, v in samples]
+    points += [(px, py) for px in xs for py in ys]
+    points += [(math.nextafter(px, d), py) for px in xs for py in ys for d in (-1e9, 1e9)]
+    points += [(px, math.nextafter(py, d)) for px in xs for py in ys for d in (-1e9, 1e9)]
+    for qx, qy in points:
+        in_box = box.minx <= qx <= box.maxx and box.miny <= qy <= box.maxy
         cx, cy = math.floor(qx / g), math.floor(qy / g)
-        whole = cells["cx0"] <= cx <= cells["cx1"] and cells["cy0"] <= cy <= cells["cy1"]
-        in_strip = any(a <= qx <= c and b <= qy <= d for a, b, c, d in strips)
-        assert whole or in_strip
-    if cells["cx0"] <= cells["cx1"]:
-        assert cells["cx0"] * g >= box.minx - 1e-12 and (cells["cx1"] + 1) * g <= box.maxx + 1e-12
+        in_r = cells["cx0"] <= cx <= cells["cx1"] and cells["cy0"] <= cy <= cells["cy1"]
+        if in_box != in_r:
+            assert any(a <= qx <= c and b <= qy <= d for a, b, c, d in strips), (qx, qy)
+    if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
+        for c in (cells["cx0"], cells["cx1"]):
+            assert min(box.maxx, (c + 1) * g) - max(box.minx, c * g) >= g / 2 - 1e-12
+        for c in (cells["cy0"], cells["cy1"]):
+            assert min(box.maxy, (c + 1) * g) - max(box.miny, c * g) >= g / 2 - 1e-12
+
+
+def _plan_count(plan: ShapePlan, geom: object, points: list[tuple[float, float]], g: float) -> int:
+    """What the SQL of a shape plan counts, in Python: rollup totals of the whole cells plus the
+    probes' points, with the same cell and sub-cell arithmetic."""
+    cell_of = [(math.floor(x / g), math.floor(y / g)) for x, y in points]
+    whole = set(plan.whole)
+    total = sum(1 for c in cell_of if c in whole)
+    for cx, cy, sub, j, i0, i1, kind in plan.probes:
+        s = g / sub
+        for (x, y), c in zip(points, cell_of, strict=True):
+            if c != (cx, cy):
+                continue
+            pj = min(sub - 1, max(0, math.floor((y - cy * g) / s)))
+            pi = min(sub - 1, max(0, math.floor((x - cx * g) / s)))
+            if pj != j or not i0 <= pi <= i1:
+                continue
+            covered = shapely.covers(geom, shapely.Point(x, y))
+            total += {1: 1, -1: -1, 2: int(covered), -2: -int(not covered)}[kind]
+    return total
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.floats(-170, 170),
+    st.floats(-80, 80),
+    st.floats(0.004, 0.05),
+    st.lists(st.floats(0.3, 1.0), min_size=3, max_size=9),
+    st.lists(st.tuples(st.floats(-1.2, 1.2), st.floats(-1.2, 1.2)), min_size=1, max_size=60),
+    st.integers(0, 3),
+)
+def test_shape_plan_counts_exactly(
+    x: float,
+    y: float,
+    radius: float,
+    radii: list[float],
+    samples: list[tuple[float, float]],
+    dense: int,
+) -> None:
+    """Over random star polygons and points (vertices and points on the edges among them), the
+    plan counts exactly the points the polygon covers, whatever the sub-cell split."""
+    g = 0.01
+    ring = [
+        (x + radius * r * math.cos(2 * math.pi * k / len(radii)),
+         y + radius * r * math.sin(2 * math.pi * k / len(radii)))
+        for k, r in enumerate(radii)
+    ]  # fmt: skip
+    geom = shapely.Polygon(ring)
+    assume(geom.is_valid and geom.area > 0)
+    points = [(x + u * radius, y + v * radius) for u, v in samples]
+    edges = zip(ring, ring[1:] + ring[:1], strict=True)
+    points += ring + [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in edges]
+    cells = Counter((math.floor(px / g), math.floor(py / g)) for px, py in points)
+    plan = shape_plan(
+        geom,
+        [(cx, cy, n) for (cx, cy), n in cells.items()],
+        g,
+        dense_trips=[1, 3, 10, 10**9][dense],
+    )
+    expected = sum(shapely.covers(geom, shapely.Point(p)) for p in points)
+    assert _plan_count(plan, geom, points, g) == expected
