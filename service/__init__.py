@@ -1,0 +1,5 @@
+"""PostGIS trip analytics service."""
+
+from service import allocators as _allocators
+
+_allocators.bound()
