@@ -479,31 +479,27 @@ def _finalize(
         suffix: _index_sql(name, table, suffix, method, column)
         for suffix, method, column in _JOB_INDEXES
     }
-    own = {"id": statements.pop("id")}
-    builds = [_IndexBuild(url, statements)]
-    for b in builds:
-        b.start()
+    id_index = statements.pop("id")
+    build = _IndexBuild(url, statements)
+    build.start()
     try:
         _apply_rollups(load, name, partials, timings)
         load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
-        for suffix, statement in own.items():
-            t = time.monotonic()
-            load.execute(statement)
-            timings[f"index_{suffix}_s"] = time.monotonic() - t
         t = time.monotonic()
-        for b in builds:
-            while b.is_alive():
-                b.join(0.5)
-                if beat.lost:
-                    raise jobs.JobLost(f"job {job.id} was taken away from this worker")
-            if b.error is not None:
-                raise b.error
-            timings |= {f"index_{k}_s": v for k, v in b.seconds.items()}
+        load.execute(id_index)
+        timings["index_id_s"] = time.monotonic() - t
+        t = time.monotonic()
+        while build.is_alive():
+            build.join(0.5)
+            if beat.lost:
+                raise jobs.JobLost(f"job {job.id} was taken away from this worker")
+        if build.error is not None:
+            raise build.error
+        timings |= {f"index_{k}_s": v for k, v in build.seconds.items()}
         timings["index_wait_s"] = time.monotonic() - t
     finally:
-        for b in builds:
-            b.cancel()
-            b.join()
+        build.cancel()
+        build.join()
     t = time.monotonic()
     load.execute(
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (part = {})").format(
