@@ -220,8 +220,7 @@ def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, flo
     cx0, cx1 = _cell_span(box.minx, box.maxx, g)
     cy0, cy1 = _cell_span(box.miny, box.maxy, g)
     cells = {"cx0": cx0, "cx1": cx1, "cy0": cy0, "cy1": cy1}
-    if cx0 > cx1 or cy0 > cy1:  # R is empty: every point of the box is read
-        cells = {"cx0": 1, "cx1": 0, "cy0": 1, "cy1": 0}
+    if cx0 > cx1 or cy0 > cy1:  # R is empty (no cell passes both spans): the whole box is read
         return cells, [(box.minx, box.miny, box.maxx, box.maxy)]
     rx0, ry0, rx1, ry1 = cx0 * g, cy0 * g, (cx1 + 1) * g, (cy1 + 1) * g
     ux0, uy0 = min(box.minx, rx0) - EPS, min(box.miny, ry0) - EPS
@@ -255,19 +254,11 @@ class ShapePlan:
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int, int]]:
-    """(j, i0, i1) runs of True in a grid indexed [j, i]."""
-    out = []
-    for j in range(flags.shape[0]):
-        row = flags[j]
-        i = 0
-        while i < len(row):
-            if row[i]:
-                i0 = i
-                while i + 1 < len(row) and row[i + 1]:
-                    i += 1
-                out.append((j, i0, i))
-            i += 1
-    return out
+    """(j, i0, i1) runs of True in a grid indexed [j, i], row by row."""
+    edges = np.diff(np.pad(flags, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)  # row-major: a row's starts and ends pair in order
+    _, ends = np.nonzero(edges == -1)
+    return list(zip(rows.tolist(), starts.tolist(), (ends - 1).tolist(), strict=True))
 
 
 def shape_plan(
