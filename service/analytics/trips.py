@@ -9,13 +9,13 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from service.analytics.area import BBox
+from service.analytics.weekly import rows_condition
 
 MAX_LIMIT = 5000
 
 _QUERY = sql.SQL("""
     SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
-           ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
-           ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy
+           t.ox, t.oy, t.dx, t.dy
     FROM trips t
     JOIN regions r ON r.id = t.region_id
     JOIN datasources d ON d.id = t.datasource_id
@@ -29,20 +29,21 @@ _QUERY = sql.SQL("""
     LIMIT %(limit)s""")
 
 
-def _in_box(column: str) -> sql.Composed:
-    """Exact, inclusive; `&&` (single precision, rounded outwards) only as an index pre-filter."""
-    col = sql.Identifier("t", column)
+def _in_box(x: str, y: str, params: dict[str, Any]) -> sql.Composed:
+    """Exact, inclusive, on the plain coordinates; the fine rows of the box (weekly.ROW) let
+    the end's (row, x) index find them."""
+    rows = rows_condition(
+        sql.Identifier("t", y), params["miny"], params["maxy"], f"{y}_rows", params
+    )
     return sql.SQL(
-        "({col} && ST_MakeEnvelope(%(pminx)s, %(pminy)s, %(pmaxx)s, %(pmaxy)s, 4326)"
-        " AND ST_X({col}) BETWEEN %(minx)s AND %(maxx)s"
-        " AND ST_Y({col}) BETWEEN %(miny)s AND %(maxy)s)"
-    ).format(col=col)
+        "({rows} AND {x} BETWEEN %(minx)s AND %(maxx)s AND {y} BETWEEN %(miny)s AND %(maxy)s)"
+    ).format(rows=rows, x=sql.Identifier("t", x), y=sql.Identifier("t", y))
 
 
-def area_condition(bbox: BBox | None, match: str) -> sql.Composable:
+def area_condition(bbox: BBox | None, match: str, params: dict[str, Any]) -> sql.Composable:
     if bbox is None:
         return sql.SQL("true")
-    o, d = _in_box("origin"), _in_box("destination")
+    o, d = _in_box("ox", "oy", params), _in_box("dx", "dy", params)
     return {
         "origin": o,
         "destination": d,
@@ -65,7 +66,6 @@ async def trips(
 ) -> dict[str, Any]:
     """A FeatureCollection of up to `limit` trips with id > after_id, and `next_after_id`."""
     limit = min(limit, MAX_LIMIT)
-    pad = 1e-9
     p: dict[str, Any] = {
         "after_id": after_id,
         "regions": regions,
@@ -80,13 +80,9 @@ async def trips(
             "miny": bbox.miny,
             "maxx": bbox.maxx,
             "maxy": bbox.maxy,
-            "pminx": bbox.minx - pad,
-            "pminy": bbox.miny - pad,
-            "pmaxx": bbox.maxx + pad,
-            "pmaxy": bbox.maxy + pad,
         }
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_QUERY.format(area=area_condition(bbox, match)), p)
+        await cur.execute(_QUERY.format(area=area_condition(bbox, match, p)), p)
         rows = await cur.fetchall()
     features = [
         {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 import pytest
 import shapely
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.analytics.area import AreaError, parse_bbox, parse_geometry, parse_match
 from service.analytics.clusters import bucket_label, parse_time
-from service.analytics.weekly import ShapePlan, box_plan, shape_plan
+from service.analytics.weekly import ROW, ShapePlan, box_plan, fine_cells, shape_plan
 
 
 @pytest.mark.parametrize(
@@ -100,60 +101,74 @@ def test_box_plan_covers_exactly(
 
 def _plan_count(plan: ShapePlan, geom: object, points: list[tuple[float, float]], g: float) -> int:
     """What the SQL of a shape plan counts, in Python: rollup totals of the whole cells plus the
-    probes' points, with the same cell and sub-cell arithmetic."""
+    probes' points, with the same cell and fine-cell arithmetic."""
     cell_of = [(math.floor(x / g), math.floor(y / g)) for x, y in points]
+    fine_of = [(math.floor(x / ROW), math.floor(y / ROW)) for x, y in points]
     whole = set(plan.whole)
     total = sum(1 for c in cell_of if c in whole)
-    for cx, cy, sub, j, i0, i1, kind in plan.probes:
-        s = g / sub
-        for (x, y), c in zip(points, cell_of, strict=True):
-            if c != (cx, cy):
-                continue
-            pj = min(sub - 1, max(0, math.floor((y - cy * g) / s)))
-            pi = min(sub - 1, max(0, math.floor((x - cx * g) / s)))
-            if pj != j or not i0 <= pi <= i1:
+    for cx, cy, fr, c0, c1, kind in plan.probes:
+        for (x, y), c, (fx, fy) in zip(points, cell_of, fine_of, strict=True):
+            if c != (cx, cy) or fy != fr or not c0 <= fx <= c1:
                 continue
             covered = shapely.covers(geom, shapely.Point(x, y))
             total += {1: 1, -1: -1, 2: int(covered), -2: -int(not covered)}[kind]
     return total
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.floats(-170, 170),
-    st.floats(-80, 80),
-    st.floats(0.004, 0.05),
-    st.lists(st.floats(0.3, 1.0), min_size=3, max_size=9),
-    st.lists(st.tuples(st.floats(-1.2, 1.2), st.floats(-1.2, 1.2)), min_size=1, max_size=60),
-    st.integers(0, 3),
-)
-def test_shape_plan_counts_exactly(
-    x: float,
-    y: float,
-    radius: float,
-    radii: list[float],
-    samples: list[tuple[float, float]],
-    dense: int,
-) -> None:
-    """Over random star polygons and points (vertices and points on the edges among them), the
-    plan counts exactly the points the polygon covers, whatever the sub-cell split."""
-    g = 0.01
+@st.composite
+def star_cases(
+    draw: st.DrawFn, radius: tuple[float, float]
+) -> tuple[Any, list[tuple[float, float]]]:
+    """A valid star polygon and points: random ones around it, its vertices, the midpoints of its
+    edges and a hair (one ulp) beside each vertex."""
+    x, y = draw(st.floats(-170, 170)), draw(st.floats(-80, 80))
+    r0 = draw(st.floats(*radius))
+    radii = draw(st.lists(st.floats(0.3, 1.0), min_size=3, max_size=9))
     ring = [
-        (x + radius * r * math.cos(2 * math.pi * k / len(radii)),
-         y + radius * r * math.sin(2 * math.pi * k / len(radii)))
+        (x + r0 * r * math.cos(2 * math.pi * k / len(radii)),
+         y + r0 * r * math.sin(2 * math.pi * k / len(radii)))
         for k, r in enumerate(radii)
     ]  # fmt: skip
     geom = shapely.Polygon(ring)
     assume(geom.is_valid and geom.area > 0)
-    points = [(x + u * radius, y + v * radius) for u, v in samples]
+    samples = draw(
+        st.lists(st.tuples(st.floats(-1.2, 1.2), st.floats(-1.2, 1.2)), min_size=1, max_size=60)
+    )
+    points = [(x + u * r0, y + v * r0) for u, v in samples]
     edges = zip(ring, ring[1:] + ring[:1], strict=True)
     points += ring + [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in edges]
+    points += [(math.nextafter(px, d), py) for px, py in ring for d in (-1e9, 1e9)]
+    return geom, points
+
+
+@settings(max_examples=150, deadline=None)
+@given(star_cases((0.004, 0.05)), st.sampled_from([0.01, 0.005, 0.0025, 0.02]))
+def test_shape_plan_counts_exactly(case: tuple[Any, list[tuple[float, float]]], g: float) -> None:
+    """Over random star polygons and points, the plan counts exactly the points the polygon
+    covers, for rollup grids that do and do not line up with the fine grid."""
+    geom, points = case
     cells = Counter((math.floor(px / g), math.floor(py / g)) for px, py in points)
-    plan = shape_plan(
-        geom,
-        [(cx, cy, n) for (cx, cy), n in cells.items()],
-        g,
-        dense_trips=[1, 3, 10, 10**9][dense],
-    )
+    plan = shape_plan(geom, [(cx, cy, n) for (cx, cy), n in cells.items()], g)
     expected = sum(shapely.covers(geom, shapely.Point(p)) for p in points)
     assert _plan_count(plan, geom, points, g) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(star_cases((0.0005, 0.02)))
+def test_fine_cells_class_points_exactly(case: tuple[Any, list[tuple[float, float]]]) -> None:
+    """A point in an `inside` fine cell is covered; a covered point is in an inside or cut cell
+    and within the x range of its fine row (what _BOTH_FINE reads and tests)."""
+    geom, points = case
+    fine = fine_cells(geom)
+    assert fine is not None
+    inside, cut = set(fine.inside), set(fine.cut)
+    ranges = dict(zip(fine.rows, zip(fine.x0, fine.x1, strict=True), strict=True))
+    for px, py in points:
+        key = (math.floor(px / ROW) + 200_000) * 400_000 + math.floor(py / ROW) + 200_000
+        covered = bool(shapely.covers(geom, shapely.Point(px, py)))
+        if key in inside:
+            assert covered, (px, py)
+        if covered:
+            assert key in inside or key in cut, (px, py)
+            x0, x1 = ranges[math.floor(py / ROW)]
+            assert x0 <= px <= x1, (px, py)
