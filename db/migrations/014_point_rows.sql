@@ -5,9 +5,11 @@
 -- two GiST builds).
 --
 -- ox, oy, dx, dy are the coordinates of origin and destination (the same doubles: the loader
--- writes both from one array). Each index is keyed by (row, x), row = floor(y / 0.001), so a box
--- is read as one range of x per row of 0.001 degrees (`row = ANY(rows) AND x BETWEEN a AND b`,
--- one B-tree descent per row), and it carries what the edge reads test, so they are index-only
+-- writes both from one array). Each index is keyed by (row, x), row = the fine row of y: the
+-- 0.01-degree cell floor(y / 0.01) cut into ten rows of 0.001 degrees from its own lower bound
+-- (service/analytics/finegrid.py), so that a row never strays into a neighbouring cell. A box is
+-- read as one range of x per fine row (`row = ANY(rows) AND x BETWEEN a AND b`, one B-tree
+-- descent per row), and the index carries what the edge reads test, so they are index-only
 -- scans (COPY FREEZE marks a job's pages all-visible): the origin index also carries the
 -- destination, for `match=both`.
 ALTER TABLE trips
@@ -24,7 +26,9 @@ ALTER TABLE trips
 
 DROP INDEX trips_origin;
 DROP INDEX trips_destination;
-CREATE INDEX trips_origin_rows ON trips ((floor(oy / 0.001::double precision)::integer), ox)
+CREATE INDEX trips_origin_rows ON trips
+    ((floor(oy / 0.01::double precision)::integer * 10 + least(9, greatest(0, floor((oy - floor(oy / 0.01::double precision) * 0.01::double precision) / 0.001::double precision)::integer))), ox)
     INCLUDE (oy, started_at, region_id, dx, dy);
-CREATE INDEX trips_destination_rows ON trips ((floor(dy / 0.001::double precision)::integer), dx)
+CREATE INDEX trips_destination_rows ON trips
+    ((floor(dy / 0.01::double precision)::integer * 10 + least(9, greatest(0, floor((dy - floor(dy / 0.01::double precision) * 0.01::double precision) / 0.001::double precision)::integer))), dx)
     INCLUDE (dy, started_at, region_id);

@@ -3,7 +3,7 @@
 The rollup `weekly_cell_trips` counts trips per week, grid cell (floor(coordinate / cell)) and
 end of the trip. An area is answered from the rollup's cells and corrected with the raw points
 only where the two disagree. The raw points are read through covering B-trees keyed by (fine row
-of ROW degrees, x) over plain coordinates (db/migrations/014): index-only scans, one descent per
+of 0.001 degrees, x) over plain coordinates (db/migrations/014): index-only scans, one descent per
 fine row.
 - a box: the cells taken are those it covers more than half of on each axis; the raw points read
   are those of the box outside the taken cells (added) and those of the taken cells outside the
@@ -31,6 +31,7 @@ import numpy as np
 import shapely
 from psycopg import AsyncConnection, sql
 
+from service.analytics import finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
 
 # A margin, in degrees, far above floating-point error and far below any cell.
@@ -91,27 +92,26 @@ async def _window(
     return w0, w1
 
 
-# Fine rows of the raw-point indexes (db/migrations/014): row = floor(y / ROW), the same IEEE
-# division in Python and SQL, so a point whose y is in [y0, y1] has its row in
-# [floor(y0 / ROW), floor(y1 / ROW)].
-ROW = 0.001
-_ROW_SQL = "floor({} / 0.001::double precision)::integer"
+def fine_sql(column: sql.Composable) -> sql.Composed:
+    """The fine row (or column) of a coordinate column (service/analytics/finegrid.py)."""
+    return sql.SQL(finegrid.SQL).format(v=column)
+
+
 # More rows than this are read as one range of rows (one descent, every x of each row) rather
 # than one descent per row.
 MAX_ROWS = 4096
 
 
-def _end_columns(side: str) -> tuple[sql.Identifier, sql.Identifier]:
-    return {"o": (sql.Identifier("ox"), sql.Identifier("oy")),
-            "d": (sql.Identifier("dx"), sql.Identifier("dy"))}[side]  # fmt: skip
+_END_COLUMNS = {"o": ("ox", "oy"), "d": ("dx", "dy")}
 
 
 def rows_condition(
     y: sql.Composable, y0: float, y1: float, name: str, params: dict[str, Any]
 ) -> sql.Composed:
-    """`row(y)` in the fine rows of [y0, y1], as index conditions, its values put in params."""
-    row = sql.SQL(_ROW_SQL).format(y)
-    lo, hi = math.floor(y0 / ROW), math.floor(y1 / ROW)
+    """The fine row of y in the fine rows of [y0, y1], as index conditions, its values put in
+    params."""
+    row = fine_sql(y)
+    lo, hi = finegrid.fine(y0), finegrid.fine(y1)
     if hi - lo + 1 <= MAX_ROWS:
         params[name] = list(range(lo, hi + 1))
         return sql.SQL("{} = ANY({}::int[])").format(row, sql.Placeholder(name))
@@ -146,8 +146,8 @@ _BOX_EDGE = sql.SQL("""
 
 _IN_BOX = sql.SQL("x BETWEEN %(minx)s AND %(maxx)s AND y BETWEEN %(miny)s AND %(maxy)s")
 
-# One strip of a box's edge (box_plan), read through the end's (row, x) index: its rows of ROW
-# degrees, its x range, exactly its y range, and none of the points of the strips before it.
+# One strip of a box's edge (box_plan), read through the end's (row, x) index: its fine rows,
+# its x range, exactly its y range, and none of the points of the strips before it.
 _STRIP_SCAN = sql.SQL("""
     SELECT started_at, {x} AS x, {y} AS y FROM trips
     WHERE {rows} AND {x} BETWEEN {x0} AND {x1} AND {y} BETWEEN {y0} AND {y1}{not_before}
@@ -163,8 +163,8 @@ _SHAPE_CELLS = sql.SQL("""
     GROUP BY cx, cy""")
 
 # Rollup totals of the cells counted whole, plus the raw points of the probes (shape_plan): a run
-# of fine cells (ROW degrees) of one fine row within one rollup cell, read through the end's
-# (row, x) index, each point counted by the probe's kind.
+# of fine cells of one fine row within one rollup cell, read through the end's (row, x) index,
+# each point counted by the probe's kind.
 _SHAPE_QUERY = sql.SQL("""
     WITH area AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(geojson)s), 4326) AS geom)
     SELECT week, sum(n)::bigint FROM (
@@ -183,8 +183,7 @@ _SHAPE_QUERY = sql.SQL("""
              AS p(cx, cy, fr, c0, c1, x0, x1, kind)
         JOIN trips t ON {row} = p.fr AND t.{x} BETWEEN p.x0 AND p.x1
         CROSS JOIN area
-        WHERE floor(t.{x} / %(g)s)::int = p.cx AND floor(t.{y} / %(g)s)::int = p.cy
-          AND floor(t.{x} / {r})::integer BETWEEN p.c0 AND p.c1
+        WHERE {in_probe}
           AND t.started_at >= %(w0)s::timestamp
           AND t.started_at < %(w1)s::timestamp + interval '7 days'
           AND (%(regions)s::int[] IS NULL OR t.region_id = ANY(%(regions)s::int[]))
@@ -262,9 +261,9 @@ def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, flo
 @dataclass
 class ShapePlan:
     """Cells counted whole from the rollup, and probes of raw points: (cx, cy, fr, c0, c1, kind)
-    = the points of rollup cell (cx, cy) in fine row fr (floor(y / ROW)) and fine columns c0..c1
-    (floor(x / ROW)); kind 1 counts each point, -1 takes each point off, 2 counts the points the
-    polygon covers, -2 takes off those it does not."""
+    = the points of rollup cell (cx, cy) in fine row fr and fine columns c0..c1 (finegrid); kind
+    1 counts each point, -1 takes each point off, 2 counts the points the polygon covers, -2
+    takes off those it does not."""
 
     whole: list[tuple[int, int]] = field(default_factory=list)
     probes: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
@@ -278,20 +277,20 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int, int]]:
     return list(zip(rows.tolist(), starts.tolist(), (ends - 1).tolist(), strict=True))
 
 
-def shape_plan(geom: Any, cells: list[tuple[int, int, int]], g: float, r: float = ROW) -> ShapePlan:
+def shape_plan(geom: Any, cells: list[tuple[int, int, int]], g: float) -> ShapePlan:
     """How to count a polygon's points exactly over the rollup cells `cells` (cx, cy, trips).
 
     A cell whose box (widened by EPS) the polygon covers is counted whole from the rollup; one it
-    does not touch is skipped. A cell cut by the edge is split along the fine grid of the raw-point
-    indexes (ROW degrees) into sub-cells, each classed the same way (inside, outside, cut). Its
-    count is either the points of its inside sub-cells plus the covered points of its cut ones, or,
-    when the outside is the smaller part, the rollup's total minus the points of its outside
-    sub-cells and the uncovered points of its cut ones: only the points of the cut sub-cells meet
-    ST_Covers, and at most half of the rest are read. A point belongs to the sub-cell of its
-    rollup cell and of its fine cell, which lies in the intersection of the two boxes up to
-    rounding far below EPS; so classing that intersection widened by EPS is exact for every point
-    of the sub-cell: a point more than EPS inside (outside) the polygon is covered (not covered)
-    whatever the predicate's rounding.
+    does not touch is skipped. A cell cut by the edge is split into the fine cells of the
+    raw-point indexes (finegrid: ten by ten in a 0.01-degree cell), each classed the same way
+    (inside, outside, cut). Its count is either the points of its inside fine cells plus the
+    covered points of its cut ones, or, when the outside is the smaller part, the rollup's total
+    minus the points of its outside fine cells and the uncovered points of its cut ones: only the
+    points of the cut fine cells meet ST_Covers, and at most half of the rest are read. A point
+    belongs to the fine cell of its rollup cell and of finegrid.fine of its coordinates, which
+    lies in the intersection of the two boxes up to rounding far below EPS; so classing that
+    intersection widened by EPS is exact for every point of the fine cell: a point more than EPS
+    inside (outside) the polygon is covered (not covered) whatever the predicate's rounding.
     """
     plan = ShapePlan()
     if not cells:
@@ -304,32 +303,35 @@ def shape_plan(geom: Any, cells: list[tuple[int, int, int]], g: float, r: float 
     plan.whole = [(int(a), int(b)) for a, b in zip(cx[whole], cy[whole], strict=True)]
     partial = touches & ~whole
     if partial.any():
-        _split(geom, cx[partial], cy[partial], g, r, plan)
+        _split(geom, cx[partial], cy[partial], g, plan)
     return plan
 
 
-def _fine(c: np.ndarray, g: float, r: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rollup cells c of one axis: their first fine index, and the [lo, hi] extent of each
-    of the k fine cells from it within the cell. A fine cell one below or above the cell's
-    floor(bound / r) may still hold a point of the cell within rounding of the bound (where the
-    two grids' bounds coincide): lo > hi by less than EPS; by more, the fine cell misses."""
+def _fine_of_cells(c: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rollup cells c of one axis: the first fine index that can hold a point of each, and
+    the [lo, hi] extent within the cell of each of the k fine cells from it (lo > hi by more
+    than EPS: that fine cell misses the cell). With the rollup grid of the fine grid's cells
+    (g = finegrid.BASE, the default) these are exactly the cell's ten fine cells."""
     lo_c, hi_c = c * g, (c + 1) * g
-    f0 = np.floor(lo_c / r).astype(np.int64) - 1
+    if g == finegrid.BASE:
+        f0 = c * finegrid.PER
+        k = finegrid.PER
+    else:
+        f0 = finegrid.fine_array(lo_c - EPS)
+        k = int((finegrid.fine_array(hi_c + EPS) - f0).max()) + 1
     f = f0[:, None] + np.arange(k)[None]
-    lo = np.maximum(lo_c[:, None], f * r)
-    hi = np.minimum(hi_c[:, None], (f + 1) * r)
-    return f0, lo, hi
+    flo, fhi = finegrid.bounds(f)
+    return f0, np.maximum(lo_c[:, None], flo), np.minimum(hi_c[:, None], fhi)
 
 
-def _split(geom: Any, cx: np.ndarray, cy: np.ndarray, g: float, r: float, plan: ShapePlan) -> None:
-    k = math.ceil(g / r) + 3  # fine cells per axis that can meet a cell
-    fx0, xlo, xhi = _fine(cx, g, r, k)
-    fy0, ylo, yhi = _fine(cy, g, r, k)
+def _split(geom: Any, cx: np.ndarray, cy: np.ndarray, g: float, plan: ShapePlan) -> None:
+    fx0, xlo, xhi = _fine_of_cells(cx, g)
+    fy0, ylo, yhi = _fine_of_cells(cy, g)
     # [m, j, i]: fine row fy0 + j, fine column fx0 + i of cut cell m
     x0, x1 = xlo[:, None, :], xhi[:, None, :]
     y0, y1 = ylo[:, :, None], yhi[:, :, None]
-    valid = np.broadcast_to((x0 <= x1 + EPS) & (y0 <= y1 + EPS), (len(cx), k, k))
-    shape = valid.shape
+    shape = (len(cx), y0.shape[1], x0.shape[2])
+    valid = np.broadcast_to((x0 <= x1 + EPS) & (y0 <= y1 + EPS), shape)
     subs = shapely.box(
         np.broadcast_to(x0, shape) - EPS,
         np.broadcast_to(y0, shape) - EPS,
@@ -356,25 +358,28 @@ _BOTH_FINE = sql.SQL("""
     WITH area AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(geojson)s), 4326) AS geom)
     SELECT date_trunc('week', t.started_at)::date, count(*)
     FROM unnest(%(prow)s::int[], %(px0)s::float8[], %(px1)s::float8[]) AS p(r, x0, x1)
-    JOIN trips t ON floor(t.oy / 0.001::double precision)::integer = p.r
-                AND t.ox BETWEEN p.x0 AND p.x1
+    JOIN trips t ON {orow} = p.r AND t.ox BETWEEN p.x0 AND p.x1
     CROSS JOIN area
     WHERE t.dx + 0 BETWEEN %(minx)s AND %(maxx)s AND t.dy BETWEEN %(miny)s AND %(maxy)s
-      AND ({okey} = ANY(%(inside)s::int8[])
-           OR ({okey} = ANY(%(cut)s::int8[])
-               AND ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.ox, t.oy), 4326))))
-      AND ({dkey} = ANY(%(inside)s::int8[])
-           OR ({dkey} = ANY(%(cut)s::int8[])
-               AND ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.dx, t.dy), 4326))))
+      AND CASE {oclass} WHEN 1 THEN true
+          WHEN 2 THEN ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.ox, t.oy), 4326))
+          ELSE false END
+      AND CASE {dclass} WHEN 1 THEN true
+          WHEN 2 THEN ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.dx, t.dy), 4326))
+          ELSE false END
       AND t.started_at >= %(w0)s::timestamp
       AND t.started_at < %(w1)s::timestamp + interval '7 days'
       AND (%(regions)s::int[] IS NULL OR t.region_id = ANY(%(regions)s::int[]))
     GROUP BY 1""")
-# A fine cell (floor(x / ROW), floor(y / ROW)) as one bigint, the same in Python and SQL.
-_KEY_X, _KEY_Y = 200_000, 400_000
-_FINE_KEY = (
-    "((floor(t.{x} / 0.001::double precision)::int8 + 200000) * 400000"
-    " + floor(t.{y} / 0.001::double precision)::int8 + 200000)"
+# The class of a point's cell of 0.001 degrees (floor(x / 0.001), floor(y / 0.001); two
+# divisions, cheaper than finegrid's rows) within the polygon's bounds: one byte per cell of a
+# grid passed as one bytea (0 outside, 1 inside, 2 cut), read with get_byte: one parameter
+# whatever the polygon (arrays of cell keys cost the planner up to 185 ms).
+_KEY_STEP = 0.001
+_CLASS = (
+    "CASE WHEN {x} BETWEEN %(minx)s AND %(maxx)s AND {y} BETWEEN %(miny)s AND %(maxy)s"
+    " THEN get_byte(%(classes)s::bytea, (floor({x} / 0.001::double precision)::int - %(kx0)s)"
+    " * %(kh)s + floor({y} / 0.001::double precision)::int - %(ky0)s) ELSE 0 END"
 )
 # Beyond this many fine cells in its bounds, a polygon's `both` tests every point with ST_Covers.
 MAX_FINE_CELLS = 250_000
@@ -382,38 +387,49 @@ MAX_FINE_CELLS = 250_000
 
 @dataclass
 class FineCells:
-    """A polygon's fine cells: the keys of those it covers and of those its edge cuts, and per
-    fine row it touches the x range of its touched cells."""
+    """A polygon's cells of 0.001 degrees from (kx0, ky0), kh per column: the class of each
+    (0 outside, 1 covered, 2 cut by its edge) at (kx - kx0) * kh + (ky - ky0); and the fine rows
+    it meets, with its x range in each."""
 
-    inside: list[int]
-    cut: list[int]
+    kx0: int
+    ky0: int
+    kh: int
+    classes: bytes
     rows: list[int]
     x0: list[float]
     x1: list[float]
 
 
-def fine_cells(geom: Any, r: float = ROW) -> FineCells | None:
-    """Class every fine cell in the polygon's bounds (None when there are too many). A point
-    belongs to the fine cell of floor(x / r), floor(y / r), which lies in the cell's box up to
-    rounding far below EPS: classing the box widened by EPS is exact for all its points."""
+def fine_cells(geom: Any) -> FineCells | None:
+    """The polygon's cells of 0.001 degrees in its bounds (None when there are too many), classed:
+    a point belongs to the cell of floor(x / 0.001), floor(y / 0.001), which lies in the cell's
+    box up to rounding far below EPS, so classing the box widened by EPS is exact for all its
+    points. And the fine rows (finegrid) that the polygon meets, each with the x range of the
+    polygon within the row (widened by EPS): every covered point is in one of them."""
     minx, miny, maxx, maxy = geom.bounds
-    fx0, fx1 = math.floor((minx - EPS) / r), math.floor((maxx + EPS) / r)
-    fy0, fy1 = math.floor((miny - EPS) / r), math.floor((maxy + EPS) / r)
-    if (fx1 - fx0 + 1) * (fy1 - fy0 + 1) > MAX_FINE_CELLS:
+    kx0, kx1 = math.floor((minx - EPS) / _KEY_STEP), math.floor((maxx + EPS) / _KEY_STEP)
+    ky0, ky1 = math.floor((miny - EPS) / _KEY_STEP), math.floor((maxy + EPS) / _KEY_STEP)
+    if (kx1 - kx0 + 1) * (ky1 - ky0 + 1) > MAX_FINE_CELLS:
         return None
     shapely.prepare(geom)
-    fy, fx = np.meshgrid(np.arange(fy0, fy1 + 1), np.arange(fx0, fx1 + 1), indexing="ij")
-    boxes = shapely.box(fx * r - EPS, fy * r - EPS, (fx + 1) * r + EPS, (fy + 1) * r + EPS)
-    inside = shapely.covers(geom, boxes)
-    touch = shapely.intersects(geom, boxes)
-    key = (fx.astype(np.int64) + _KEY_X) * _KEY_Y + fy + _KEY_X
-    rows, x0, x1 = [], [], []
-    for j in np.flatnonzero(touch.any(axis=1)).tolist():
-        cols = np.flatnonzero(touch[j])
-        rows.append(fy0 + j)
-        x0.append((fx0 + int(cols[0])) * r - EPS)
-        x1.append((fx0 + int(cols[-1]) + 1) * r + EPS)
-    return FineCells(key[inside].tolist(), key[touch & ~inside].tolist(), rows, x0, x1)
+    kx, ky = np.meshgrid(np.arange(kx0, kx1 + 1), np.arange(ky0, ky1 + 1), indexing="ij")
+    s = _KEY_STEP
+    boxes = shapely.box(kx * s - EPS, ky * s - EPS, (kx + 1) * s + EPS, (ky + 1) * s + EPS)
+    classes = np.where(shapely.covers(geom, boxes), 1, shapely.intersects(geom, boxes) * 2)
+    f = np.arange(finegrid.fine(miny - EPS), finegrid.fine(maxy + EPS) + 1)
+    lo, hi = finegrid.bounds(f)
+    parts = shapely.intersection(geom, shapely.box(minx - 1, lo - EPS, maxx + 1, hi + EPS))
+    met = ~shapely.is_empty(parts)
+    ext = shapely.bounds(parts[met])
+    return FineCells(
+        kx0,
+        ky0,
+        ky1 - ky0 + 1,
+        classes.astype(np.uint8).tobytes(),  # [kx, ky] in row-major order
+        f[met].tolist(),
+        (ext[:, 0] - EPS).tolist(),
+        (ext[:, 2] + EPS).tolist(),
+    )
 
 
 async def _rows(
@@ -471,7 +487,8 @@ def _strip_scans(
 async def _one_end(
     conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
 ) -> Counter[date]:
-    x, y = _end_columns(side)
+    xn, yn = _END_COLUMNS[side]
+    x, y = sql.Identifier(xn), sql.Identifier(yn)
     p = {**params, "side": side, "g": g}
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
@@ -502,13 +519,26 @@ async def _one_end(
         **{k: list(v) for k, v in zip(names, columns, strict=True)},
     }
     # x ranges a little wider than the probes' fine columns (which the query tests exactly)
-    p["px0"] = [c0 * ROW - EPS for c0 in p["pc0"]]
-    p["px1"] = [(c1 + 1) * ROW + EPS for c1 in p["pc1"]]
-    point = sql.SQL("ST_SetSRID(ST_MakePoint(t.{}, t.{}), 4326)").format(x, y)
+    p["px0"] = (finegrid.bounds(np.array(p["pc0"], dtype=np.int64))[0] - EPS).tolist()
+    p["px1"] = (finegrid.bounds(np.array(p["pc1"], dtype=np.int64))[1] + EPS).tolist()
+    tx, ty = sql.Identifier("t", xn), sql.Identifier("t", yn)
+    if g == finegrid.BASE:  # the fine row is in the cell; its column counted from p.cx
+        in_probe = sql.SQL(
+            "floor({x} / %(g)s)::int = p.cx AND least(9, greatest(0, floor(({x} - p.cx * %(g)s)"
+            " / 0.001::double precision)::int)) BETWEEN p.c0 - p.cx * 10 AND p.c1 - p.cx * 10"
+        ).format(x=tx)
+    else:
+        in_probe = sql.SQL(
+            "floor({x} / %(g)s)::int = p.cx AND floor({y} / %(g)s)::int = p.cy"
+            " AND {col} BETWEEN p.c0 AND p.c1"
+        ).format(x=tx, y=ty, col=fine_sql(tx))
     query = _SHAPE_QUERY.format(
-        x=x, y=y, point=point, row=sql.SQL(_ROW_SQL).format(sql.SQL("t.{}").format(y)),
-        r=sql.SQL("0.001::double precision"),
-    )  # fmt: skip
+        x=x,
+        y=y,
+        point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
+        row=fine_sql(ty),
+        in_probe=in_probe,
+    )
     return await _rows(conn, query, p)
 
 
@@ -529,11 +559,13 @@ async def _both(conn: AsyncConnection, area: Area, params: dict[str, Any]) -> Co
         return await _rows(conn, _BOTH_SHAPE.format(rows=rows), p)
     if not fine.rows:
         return Counter()
-    p |= {"inside": fine.inside, "cut": fine.cut, "prow": fine.rows, "px0": fine.x0}
-    p["px1"] = fine.x1
-    okey = sql.SQL(_FINE_KEY).format(x=sql.Identifier("ox"), y=sql.Identifier("oy"))
-    dkey = sql.SQL(_FINE_KEY).format(x=sql.Identifier("dx"), y=sql.Identifier("dy"))
-    return await _rows(conn, _BOTH_FINE.format(okey=okey, dkey=dkey), p)
+    p |= {"classes": fine.classes, "kx0": fine.kx0, "ky0": fine.ky0, "kh": fine.kh}
+    p |= {"prow": fine.rows, "px0": fine.x0, "px1": fine.x1}
+    t = {c: sql.Identifier("t", c) for c in ("ox", "oy", "dx", "dy")}
+    oclass = sql.SQL(_CLASS).format(x=t["ox"], y=t["oy"])
+    dclass = sql.SQL(_CLASS).format(x=t["dx"], y=t["dy"])
+    query = _BOTH_FINE.format(orow=fine_sql(t["oy"]), oclass=oclass, dclass=dclass)
+    return await _rows(conn, query, p)
 
 
 async def weekly_counts(

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from service.analytics import finegrid
 from service.ingest import jobs, rollups
 from service.ingest.encode import COLUMNS, HEADER, TRAILER, encode_rows
 from service.ingest.reader import Batch, FileFormatError, TripReader
@@ -52,9 +53,9 @@ INDEX_MEMORY = "512MB"  # per index build; two run at once at most
 # load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
 _JOB_INDEXES = {
     "id": "btree (id)",
-    "origin_rows": "btree ((floor(oy / 0.001::double precision)::integer), ox)"
+    "origin_rows": f"btree (({finegrid.SQL.format(v='oy')}), ox)"
     " INCLUDE (oy, started_at, region_id, dx, dy)",
-    "destination_rows": "btree ((floor(dy / 0.001::double precision)::integer), dx)"
+    "destination_rows": f"btree (({finegrid.SQL.format(v='dy')}), dx)"
     " INCLUDE (dy, started_at, region_id)",
     "started_at": "brin (started_at)",
 }

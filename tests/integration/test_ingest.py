@@ -132,6 +132,13 @@ def test_large_job_gets_its_own_partition(db_url: str, settings: Settings, tmp_p
         [f"trips_job_{job['id']}_%"],
     )
     assert idx[0]["n"] == 4
+    # and none was built a second time by the attach (a definition that differs from the parent's)
+    own = query(
+        db_url,
+        "SELECT count(*) AS n FROM pg_index WHERE indrelid = %s::regclass",
+        [f"trips_job_{job['id']}"],
+    )
+    assert own[0]["n"] == 4
     with psycopg.connect(db_url) as conn:
         n = conn.execute(
             "SELECT count(*) FROM trips WHERE ST_X(origin) BETWEEN -180 AND 180"

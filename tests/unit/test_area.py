@@ -6,14 +6,16 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 import shapely
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from service.analytics import finegrid
 from service.analytics.area import AreaError, parse_bbox, parse_geometry, parse_match
 from service.analytics.clusters import bucket_label, parse_time
-from service.analytics.weekly import ROW, ShapePlan, box_plan, fine_cells, shape_plan
+from service.analytics.weekly import ShapePlan, box_plan, fine_cells, shape_plan
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def _plan_count(plan: ShapePlan, geom: object, points: list[tuple[float, float]]
     """What the SQL of a shape plan counts, in Python: rollup totals of the whole cells plus the
     probes' points, with the same cell and fine-cell arithmetic."""
     cell_of = [(math.floor(x / g), math.floor(y / g)) for x, y in points]
-    fine_of = [(math.floor(x / ROW), math.floor(y / ROW)) for x, y in points]
+    fine_of = [(finegrid.fine(x), finegrid.fine(y)) for x, y in points]
     whole = set(plan.whole)
     total = sum(1 for c in cell_of if c in whole)
     for cx, cy, fr, c0, c1, kind in plan.probes:
@@ -156,19 +158,40 @@ def test_shape_plan_counts_exactly(case: tuple[Any, list[tuple[float, float]]], 
 @settings(max_examples=150, deadline=None)
 @given(star_cases((0.0005, 0.02)))
 def test_fine_cells_class_points_exactly(case: tuple[Any, list[tuple[float, float]]]) -> None:
-    """A point in an `inside` fine cell is covered; a covered point is in an inside or cut cell
-    and within the x range of its fine row (what _BOTH_FINE reads and tests)."""
+    """A point in an `inside` cell is covered; a covered point is in an inside or cut cell and
+    within the x range of its fine row (what _BOTH_FINE reads and tests)."""
     geom, points = case
     fine = fine_cells(geom)
     assert fine is not None
-    inside, cut = set(fine.inside), set(fine.cut)
     ranges = dict(zip(fine.rows, zip(fine.x0, fine.x1, strict=True), strict=True))
+    minx, miny, maxx, maxy = geom.bounds
     for px, py in points:
-        key = (math.floor(px / ROW) + 200_000) * 400_000 + math.floor(py / ROW) + 200_000
         covered = bool(shapely.covers(geom, shapely.Point(px, py)))
-        if key in inside:
+        if not (minx - 1e-9 <= px <= maxx + 1e-9 and miny - 1e-9 <= py <= maxy + 1e-9):
+            assert not covered
+            continue
+        kx, ky = math.floor(px / 0.001) - fine.kx0, math.floor(py / 0.001) - fine.ky0
+        cls = fine.classes[kx * fine.kh + ky]
+        assert cls in (0, 1, 2)
+        if cls == 1:
             assert covered, (px, py)
         if covered:
-            assert key in inside or key in cut, (px, py)
-            x0, x1 = ranges[math.floor(py / ROW)]
+            assert cls in (1, 2), (px, py)
+            x0, x1 = ranges[finegrid.fine(py)]
             assert x0 <= px <= x1, (px, py)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-180, 180), st.floats(-180, 180), st.integers(-3, 3))
+def test_fine_grid_nests_in_cells_and_is_monotone(a: float, b: float, ulps: int) -> None:
+    """A value's fine row lies in its 0.01 cell, fine() is monotone, and numpy agrees."""
+    for v in (a, b, round(a, 2), round(a, 3)):
+        for _ in range(abs(ulps)):
+            v = math.nextafter(v, math.copysign(math.inf, ulps))
+        f = finegrid.fine(v)
+        assert f // finegrid.PER == math.floor(v / finegrid.BASE)
+        assert int(finegrid.fine_array(np.array([v]))[0]) == f
+        lo, hi = finegrid.bounds(np.array([f]))
+        assert lo[0] - 1e-12 <= v <= hi[0] + 1e-12
+    lo_v, hi_v = sorted((a, b))
+    assert finegrid.fine(lo_v) <= finegrid.fine(hi_v)
