@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
@@ -130,6 +131,32 @@ def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[
         assert _ask(client, area) == _expected(trips, area)
 
     check()
+
+
+@pytest.mark.parametrize("cell", [0.02, 0.0075])
+def test_other_rollup_grids_equal_brute_force(
+    settings: Settings, db_url: str, tmp_path: Path, cell: float
+) -> None:
+    """With a rollup grid other than the fine grid's 0.01 cells (coarser, and one whose bounds
+    do not line up with the fine rows), the generic probe path is exact too."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE rollup_grid SET cell = %s", [cell])
+    trips = make_trips(3, 900)
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, write_csv(trips, tmp_path / "c.csv"))["state"] == "succeeded"
+    with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as client:
+
+        @hsettings(
+            max_examples=40,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+        @given(area=areas(trips))
+        def check(area: dict) -> None:
+            assert _ask(client, area) == _expected(trips, area)
+
+        check()
 
 
 def test_fixed_cases(loaded: tuple[TestClient, list[Trip]]) -> None:
