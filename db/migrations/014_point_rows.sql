@@ -11,7 +11,8 @@
 -- read as one range of x per fine row (`row = ANY(rows) AND x BETWEEN a AND b`, one B-tree
 -- descent per row), and the index carries what the edge reads test, so they are index-only
 -- scans (COPY FREEZE marks a job's pages all-visible): the origin index also carries the
--- destination, for `match=both`.
+-- destination, for `match=both`, and both carry id and datasource_id, so that GET /trips finds
+-- the first ids of an area without visiting the heap.
 ALTER TABLE trips
     ADD COLUMN ox double precision,
     ADD COLUMN oy double precision,
@@ -28,7 +29,7 @@ DROP INDEX trips_origin;
 DROP INDEX trips_destination;
 CREATE INDEX trips_origin_rows ON trips
     ((floor(oy / 0.01::double precision)::integer * 10 + least(9, greatest(0, floor((oy - floor(oy / 0.01::double precision) * 0.01::double precision) / 0.001::double precision)::integer))), ox)
-    INCLUDE (oy, started_at, region_id, dx, dy);
+    INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id);
 CREATE INDEX trips_destination_rows ON trips
     ((floor(dy / 0.01::double precision)::integer * 10 + least(9, greatest(0, floor((dy - floor(dy / 0.01::double precision) * 0.01::double precision) / 0.001::double precision)::integer))), dx)
-    INCLUDE (dy, started_at, region_id);
+    INCLUDE (dy, started_at, region_id, id, datasource_id);

@@ -54,9 +54,9 @@ INDEX_MEMORY = "512MB"  # per index build; two run at once at most
 _JOB_INDEXES = {
     "id": "btree (id)",
     "origin_rows": f"btree (({finegrid.SQL.format(v='oy')}), ox)"
-    " INCLUDE (oy, started_at, region_id, dx, dy)",
+    " INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id)",
     "destination_rows": f"btree (({finegrid.SQL.format(v='dy')}), dx)"
-    " INCLUDE (dy, started_at, region_id)",
+    " INCLUDE (dy, started_at, region_id, id, datasource_id)",
     "started_at": "brin (started_at)",
 }
 
