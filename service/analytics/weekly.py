@@ -156,7 +156,7 @@ _STRIP_SCAN = sql.SQL("""
 
 # The cells of the rollup that hold trips of the window near a polygon.
 _SHAPE_CELLS = sql.SQL("""
-    SELECT cx, cy, sum(trips) FROM weekly_cell_trips
+    SELECT cx, cy FROM weekly_cell_trips
     WHERE side = %(side)s AND cx BETWEEN %(bx0)s AND %(bx1)s AND cy BETWEEN %(by0)s AND %(by1)s
       AND week BETWEEN %(w0)s AND %(w1)s
       AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))
@@ -277,8 +277,8 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int, int]]:
     return list(zip(rows.tolist(), starts.tolist(), (ends - 1).tolist(), strict=True))
 
 
-def shape_plan(geom: Any, cells: list[tuple[int, int, int]], g: float) -> ShapePlan:
-    """How to count a polygon's points exactly over the rollup cells `cells` (cx, cy, trips).
+def shape_plan(geom: Any, cells: list[tuple[int, int]], g: float) -> ShapePlan:
+    """How to count a polygon's points exactly over the rollup cells `cells` (cx, cy).
 
     A cell whose box (widened by EPS) the polygon covers is counted whole from the rollup; one it
     does not touch is skipped. A cell cut by the edge is split into the fine cells of the
@@ -506,7 +506,7 @@ async def _one_end(
         "by1": math.floor(maxy / g),
     }
     cur = await conn.execute(_SHAPE_CELLS, p)
-    stored = [(int(a), int(b), int(n)) for a, b, n in await cur.fetchall()]
+    stored = [(int(a), int(b)) for a, b in await cur.fetchall()]
     plan = shape_plan(shapely.from_geojson(area.geojson), stored, g)
     if not plan.whole and not plan.probes:
         return Counter()
