@@ -64,12 +64,14 @@ def ids_query(bbox: BBox | None, match: str, params: dict[str, Any]) -> sql.Comp
             "SELECT id FROM (({} ORDER BY id LIMIT %(limit)s)"
             " UNION ({} ORDER BY id LIMIT %(limit)s)) u"
         ).format(_IDS.format(area=o), _IDS.format(area=d))
-    area = {
-        "origin": lambda: _in_box("ox", "oy", params),
-        "destination": lambda: _in_box("dx", "dy", params),
-        "both": lambda: sql.SQL("({} AND {})").format(_in_box("ox", "oy", params), _DEST_TEST),
-    }[match]()
-    return _IDS.format(area=area)
+    if match == "origin":
+        return _IDS.format(area=_in_box("ox", "oy", params))
+    if match == "destination":
+        return _IDS.format(area=_in_box("dx", "dy", params))
+    if match == "both":
+        origin = _in_box("ox", "oy", params)
+        return _IDS.format(area=sql.SQL("({} AND {})").format(origin, _DEST_TEST))
+    raise ValueError(f"unknown match {match!r}")
 
 
 async def trips(
