@@ -117,11 +117,11 @@ def _expected(trips: list[Trip], area: dict) -> dict:
     )
 
 
-def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[Trip]]) -> None:
-    client, trips = loaded
+def _check_against_brute_force(client: TestClient, trips: list[Trip], examples: int) -> None:
+    """`examples` generated areas, each answered by the API as the brute-force count says."""
 
     @hsettings(
-        max_examples=120,
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -131,6 +131,11 @@ def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[
         assert _ask(client, area) == _expected(trips, area)
 
     check()
+
+
+def test_every_area_and_match_equals_brute_force(loaded: tuple[TestClient, list[Trip]]) -> None:
+    client, trips = loaded
+    _check_against_brute_force(client, trips, 120)
 
 
 @pytest.mark.parametrize("cell", [0.02, 0.0075])
@@ -145,18 +150,7 @@ def test_other_rollup_grids_equal_brute_force(
     big = settings.model_copy(update={"small_job_rows": 0})
     assert ingest(db_url, big, write_csv(trips, tmp_path / "c.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as client:
-
-        @hsettings(
-            max_examples=40,
-            deadline=None,
-            derandomize=True,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
-        @given(area=areas(trips))
-        def check(area: dict) -> None:
-            assert _ask(client, area) == _expected(trips, area)
-
-        check()
+        _check_against_brute_force(client, trips, 40)
 
 
 def test_fixed_cases(loaded: tuple[TestClient, list[Trip]]) -> None:
