@@ -48,7 +48,7 @@ log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
 WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
-INDEX_MEMORY = "512MB"  # per index build; two run at once at most
+INDEX_MEMORY = "512MB"  # per index build; a job builds its indexes one at a time
 # The partitioned indexes of `trips` (db/migrations 001, 014), built per large job after its
 # load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
 _JOB_INDEXES = {
