@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,15 @@ def _url(settings: Settings) -> str:
     return url
 
 
+@asynccontextmanager
+async def _second(url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        yield conn
+
+
 async def _weekly(url: str, **kw: Any) -> dict[str, Any]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await weekly.weekly_average(conn, **kw)
+        return await weekly.weekly_average(conn, spare=lambda: _second(url), **kw)
 
 
 async def _clusters(url: str, region: str | None, **kw: Any) -> dict[str, Any]:

@@ -21,8 +21,11 @@ carries the destination), and `either` = origin + destination - both.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import shapely
 from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
 
 from service.analytics import finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
@@ -435,20 +439,74 @@ def fine_cells(geom: Any) -> FineCells | None:
     )
 
 
-async def _rows(
-    conn: AsyncConnection, query: sql.Composable, params: dict[str, Any]
-) -> Counter[date]:
-    """Trips per week from a query of (week, trips) rows.
+@dataclass
+class Part:
+    """One query of (week, trips) rows, its counts added (sign 1) or taken off (-1)."""
+
+    query: sql.Composable
+    params: dict[str, Any]
+    sign: int = 1
+
+
+# A second connection for a query's parts, or None when none is free: see run_parts.
+Spare = Callable[[], AbstractAsyncContextManager[AsyncConnection | None]]
+
+# Every part reads the snapshot of the first connection's transaction; sorts off (see _rows).
+_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+_NO_SORT = "SET LOCAL enable_sort = off"
+
+
+async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
+    """Trips per week from a part, times its sign, on a connection inside a read transaction.
 
     Never prepared: a prepared statement switches to a generic plan after five runs, which
     cannot see the sizes of the row and probe arrays (on 10M trips, warm bbox_both max 478 ms
     prepared vs 250 ms not). Sorts off: the planner, which cannot estimate how many points the
     probes return, otherwise sorts them all by week for a GroupAggregate where hashing into the
     few weeks is cheaper (the Turin polygon: 170 -> 130 ms)."""
-    async with conn.transaction():
-        await conn.execute("SET LOCAL enable_sort = off")
-        cur = await conn.execute(query, params, prepare=False)  # type: ignore[call-overload]
-        return Counter({week: int(n) for week, n in await cur.fetchall()})
+    cur = await conn.execute(part.query, part.params, prepare=False)  # type: ignore[call-overload]
+    return Counter({week: part.sign * int(n) for week, n in await cur.fetchall()})
+
+
+async def run_parts(
+    conn: AsyncConnection, parts: list[Part], spare: Spare | None = None
+) -> Counter[date]:
+    """The sum of the parts, read on `conn` (inside its read transaction) and, when there are
+    several parts and `spare` gives a connection, on that one too: two workers take the parts in
+    order, so a query's big scans, split in two, run on both cores of the server. The spare
+    connection imports the first one's snapshot (pg_export_snapshot), so every part sees the
+    same committed trips, as one query would."""
+    total: Counter[date] = Counter()
+    if len(parts) < 2 or spare is None:
+        for part in parts:
+            total.update(await _rows(conn, part))
+        return total
+    async with spare() as other:
+        if other is None:
+            return await run_parts(conn, parts)
+        cur = await conn.execute("SELECT pg_export_snapshot()")
+        snapshot = (await cur.fetchone())[0]  # type: ignore[index]
+        queue = deque(parts)
+
+        async def work(c: AsyncConnection) -> None:
+            while queue:
+                total.update(await _rows(c, queue.popleft()))
+
+        async with other.transaction():
+            # the snapshot's name comes from the server; SET takes no bound parameter
+            await other.execute(
+                sql.SQL("; ").join(
+                    [
+                        sql.SQL(_READ),
+                        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)),
+                        sql.SQL(_NO_SORT),
+                    ]
+                )
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(work(conn))
+                tg.create_task(work(other))
+    return total
 
 
 def _strip_scans(
@@ -456,8 +514,9 @@ def _strip_scans(
     y: sql.Identifier,
     strips: list[tuple[float, float, float, float]],
     params: dict[str, Any],
-) -> sql.Composed:
-    """The strips as UNION ALL of index scans that read each point of their union once."""
+) -> list[sql.Composed]:
+    """One index scan per strip; together they read each point of the strips' union once (a
+    strip leaves out the points of the strips before it)."""
     scans = []
     for k, (x0, y0, x1, y1) in enumerate(strips):
         params |= {f"s{k}x0": x0, f"s{k}y0": y0, f"s{k}x1": x1, f"s{k}y1": y1}
@@ -484,23 +543,37 @@ def _strip_scans(
                 not_before=not_before,
             )
         )
-    return sql.SQL(" UNION ALL ").join(scans)
+    return scans
+
+
+def _halves(params: dict[str, Any], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The params twice, each with every other element of the arrays `names` (interleaved, so
+    that both halves get their share of a dense part of the area); once when too short."""
+    if len(params[names[0]]) < 2:
+        return [params]
+    return [params | {n: params[n][k::2] for n in names} for k in range(2)]
 
 
 async def _one_end(
     conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
-) -> Counter[date]:
+) -> list[Part]:
     xn, yn = _END_COLUMNS[side]
     x, y = sql.Identifier(xn), sql.Identifier(yn)
     p = {**params, "side": side, "g": g}
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
-        query = _BOX_EDGE.format(scans=_strip_scans(x, y, strips, p), in_box=_IN_BOX)
-        counts = await _rows(conn, query, p)
+        scans = _strip_scans(x, y, strips, p)
+        # the left and right strips (0, 1) are the tall ones: one of them, and one of the
+        # others, in each part
+        parts = [
+            Part(_BOX_EDGE.format(scans=sql.SQL(" UNION ALL ").join(group), in_box=_IN_BOX), p)
+            for group in (scans[0::2], scans[1::2])
+            if group
+        ]
         if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
-            counts.update(await _rows(conn, _BOX_INNER, p))
-        return counts
+            parts.append(Part(_BOX_INNER, p))
+        return parts
     minx, miny, maxx, maxy = area.bounds
     p |= {
         "bx0": math.floor(minx / g),
@@ -512,7 +585,7 @@ async def _one_end(
     stored = [(int(a), int(b)) for a, b in await cur.fetchall()]
     plan = shape_plan(shapely.from_geojson(area.geojson), stored, g)
     if not plan.whole and not plan.probes:
-        return Counter()
+        return []
     names = ("pcx", "pcy", "pfr", "pc0", "pc1", "pkind")
     columns = list(zip(*plan.probes, strict=True)) if plan.probes else [()] * len(names)
     p |= {
@@ -532,33 +605,37 @@ async def _one_end(
         row=fine_sql(ty),
         col=fine_sql(tx),
     )
-    return await _rows(conn, query, p)
+    # the probes in two parts, the rollup's whole cells in the first only
+    halves = _halves(p, (*names, "px0", "px1"))
+    for h in halves[1:]:
+        h |= {"wcx": [], "wcy": []}
+    return [Part(query, h) for h in halves]
 
 
-async def _both(conn: AsyncConnection, area: Area, params: dict[str, Any]) -> Counter[date]:
+def _both(area: Area, params: dict[str, Any]) -> list[Part]:
     minx, miny, maxx, maxy = (
         (area.minx, area.miny, area.maxx, area.maxy) if isinstance(area, BBox) else area.bounds
     )
     p = {**params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
     if isinstance(area, BBox):
-        rows = rows_condition(sql.Identifier("oy"), miny, maxy, "rows", p)
-        return await _rows(conn, _BOTH_BOX.format(rows=rows), p)
+        query = _BOTH_BOX.format(rows=rows_condition(sql.Identifier("oy"), miny, maxy, "rows", p))
+        return [Part(query, h) for h in _halves(p, ("rows",))] if "rows" in p else [Part(query, p)]
     # a polygon's bounds, widened by EPS: a prefilter; its fine cells or ST_Covers decide
     p |= {"minx": minx - EPS, "miny": miny - EPS, "maxx": maxx + EPS, "maxy": maxy + EPS}
     p["geojson"] = area.geojson
     fine = fine_cells(shapely.from_geojson(area.geojson))
     if fine is None:
         rows = rows_condition(sql.SQL("t.oy"), p["miny"], p["maxy"], "rows", p)
-        return await _rows(conn, _BOTH_SHAPE.format(rows=rows), p)
+        return [Part(_BOTH_SHAPE.format(rows=rows), p)]
     if not fine.rows:
-        return Counter()
+        return []
     p |= {"classes": fine.classes, "kx0": fine.kx0, "ky0": fine.ky0, "kh": fine.kh}
     p |= {"prow": fine.rows, "px0": fine.x0, "px1": fine.x1}
     t = {c: sql.Identifier("t", c) for c in ("ox", "oy", "dx", "dy")}
     oclass = sql.SQL(_CLASS).format(x=t["ox"], y=t["oy"])
     dclass = sql.SQL(_CLASS).format(x=t["dx"], y=t["dy"])
     query = _BOTH_FINE.format(orow=fine_sql(t["oy"]), oclass=oclass, dclass=dclass)
-    return await _rows(conn, query, p)
+    return [Part(query, h) for h in _halves(p, ("prow", "px0", "px1"))]
 
 
 async def weekly_counts(
@@ -569,21 +646,36 @@ async def weekly_counts(
     match: str,
     w0: date,
     w1: date,
+    spare: Spare | None = None,
 ) -> Counter[date]:
-    """Trips per week (Monday) of the window, for the area and match."""
+    """Trips per week (Monday) of the window, for the area and match, read in one snapshot (on
+    `conn`, and on a `spare` connection for the parts of a big area, see run_parts)."""
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
+    if conn.info.transaction_status != TransactionStatus.IDLE:  # in the caller's transaction
+        await conn.execute(_NO_SORT)
+        return await run_parts(conn, await _parts(conn, area, match, params))
+    async with conn.transaction():
+        await conn.execute(f"{_READ}; {_NO_SORT}")
+        return await run_parts(conn, await _parts(conn, area, match, params), spare)
+
+
+async def _parts(
+    conn: AsyncConnection, area: Area | None, match: str, params: dict[str, Any]
+) -> list[Part]:
     if area is None:
-        return await _rows(conn, _REGION_ROLLUP, params)
+        return [Part(_REGION_ROLLUP, params)]
     g = await grid_cell(conn)
     if match in ("origin", "destination"):
         return await _one_end(conn, area, match[0], g, params)
-    both = await _both(conn, area, params)
+    both = _both(area, params)
     if match == "both":
         return both
-    either = await _one_end(conn, area, "o", g, params)
-    either.update(await _one_end(conn, area, "d", g, params))
-    either.subtract(both)
-    return either
+    # either = origin + destination - both; the scans of both, the biggest, first
+    return (
+        [Part(b.query, b.params, -b.sign) for b in both]
+        + await _one_end(conn, area, "o", g, params)
+        + await _one_end(conn, area, "d", g, params)
+    )
 
 
 async def weekly_average(
@@ -594,8 +686,9 @@ async def weekly_average(
     start: date | None,
     end: date | None,
     match: str,
+    spare: Spare | None = None,
 ) -> dict[str, Any]:
-    """The answer of GET/POST /stats/weekly-average (SPEC section 4)."""
+    """The answer of GET/POST /stats/weekly-average (SPEC section 4); `spare` as in run_parts."""
     if region is None and area is None:
         raise AreaError("give a region, a bbox or a polygon (or a region with one of them)")
     regions = await region_ids(conn, region)
@@ -611,7 +704,9 @@ async def weekly_average(
             "series": [],
         }
     w0, w1 = window
-    counts = await weekly_counts(conn, regions=regions, area=area, match=match, w0=w0, w1=w1)
+    counts = await weekly_counts(
+        conn, regions=regions, area=area, match=match, w0=w0, w1=w1, spare=spare
+    )
     weeks = (w1 - w0).days // 7 + 1
     series = [
         {"week": (w := w0 + timedelta(days=7 * i)).isoformat(), "trips": counts.get(w, 0)}
@@ -632,6 +727,8 @@ async def weekly_average(
 __all__ = [
     "weekly_average",
     "weekly_counts",
+    "run_parts",
+    "Spare",
     "UnknownRegion",
     "AreaError",
     "Shape",

@@ -18,6 +18,7 @@ from service.analytics.area import (
     parse_match,
 )
 from service.api.errors import Invalid, NotFound, TooLarge
+from service.db.pool import spare_connection
 
 router = APIRouter(prefix="/stats", tags=["analytics"])
 
@@ -79,9 +80,16 @@ async def _answer(
     try:
         m = parse_match(match)
         d0, d1 = parse_date(start, "from"), parse_date(end, "to")
-        async with request.app.state.pool.connection() as conn:
+        pool = request.app.state.pool
+        async with pool.connection() as conn:
             return await weekly.weekly_average(
-                conn, region=region, area=area, start=d0, end=d1, match=m
+                conn,
+                region=region,
+                area=area,
+                start=d0,
+                end=d1,
+                match=m,
+                spare=lambda: spare_connection(pool),
             )
     except AreaError as e:
         raise Invalid(str(e)) from None

@@ -1,0 +1,91 @@
+"""A weekly average read in parts on two connections: the same answer, from one snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import date
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+from service.analytics import weekly
+from service.analytics.area import BBox, parse_geometry
+from service.settings import Settings
+from tests.helpers import ingest
+from tests.integration.analytics_data import make_trips, write_csv
+
+PRAGUE_BOX = BBox(14.3, 49.95, 14.55, 50.2)
+HEXAGON = (
+    '{"type": "Polygon", "coordinates": [[[14.30, 50.08], [14.37, 49.96], [14.50, 49.96],'
+    " [14.57, 50.08], [14.50, 50.20], [14.37, 50.20], [14.30, 50.08]]]}"
+)
+AREAS = {"box": PRAGUE_BOX, "polygon": parse_geometry(HEXAGON)}
+W0, W1 = date(2018, 4, 30), date(2018, 6, 11)
+
+
+class Spares:
+    """A spare-connection provider that counts the connections it gives, and may run `before`
+    (in a thread) as each is handed out."""
+
+    def __init__(self, url: str, before: Callable[[], object] | None = None):
+        self.url, self.before, self.given = url, before, 0
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        if self.before is not None:
+            await asyncio.wait_for(anyio.to_thread.run_sync(self.before), 60)
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            self.given += 1
+            yield conn
+
+
+async def _counts(url: str, area: object, match: str, spare: Spares | None) -> Counter[date]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await weekly.weekly_counts(
+            conn, regions=None, area=area, match=match, w0=W0, w1=W1, spare=spare
+        )
+
+
+@pytest.fixture
+def stored(db_url: str, settings: Settings, tmp_path: Path) -> str:
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, write_csv(make_trips(5, 2000), tmp_path / "a.csv"))["state"] == (
+        "succeeded"
+    )
+    return db_url
+
+
+@pytest.mark.parametrize("kind", list(AREAS))
+@pytest.mark.parametrize("match", ["origin", "destination", "both", "either"])
+async def test_parts_on_two_connections_equal_one(stored: str, kind: str, match: str) -> None:
+    spare = Spares(stored)
+    alone = await _counts(stored, AREAS[kind], match, None)
+    shared = await _counts(stored, AREAS[kind], match, spare)
+    assert spare.given == 1  # the parts did run on two connections
+    assert sum(alone.values()) > 0
+    assert shared == alone
+
+
+async def test_every_part_reads_the_first_connections_snapshot(
+    stored: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Trips committed after the query began (here: while its spare connection is fetched) are
+    in none of its parts, although they lie in the rows of both halves."""
+    more = write_csv(make_trips(6, 2000), tmp_path / "b.csv")
+    area = AREAS["polygon"]
+    before = await _counts(stored, area, "either", None)
+
+    def commit_more() -> None:
+        assert ingest(stored, settings, more)["state"] == "succeeded"
+
+    spare = Spares(stored, before=commit_more)
+    during = await _counts(stored, area, "either", spare)
+    after = await _counts(stored, area, "either", None)
+    assert spare.given == 1
+    assert sum(after.values()) > sum(before.values())  # the new trips are in the area
+    assert during == before
