@@ -12,9 +12,11 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
+from service.db.pool import spare_connection
 from service.settings import Settings
 from tests.helpers import ingest
 from tests.integration.analytics_data import make_trips, write_csv
@@ -89,3 +91,29 @@ async def test_every_part_reads_the_first_connections_snapshot(
     assert spare.given == 1
     assert sum(after.values()) > sum(before.values())  # the new trips are in the area
     assert during == before
+
+
+async def test_a_busy_pool_gives_no_spare_and_the_answer_stands(stored: str) -> None:
+    """With every connection of the pool taken, a request reads all its parts on its own one
+    (after SPARE_WAIT_S), the same answer; the spare is given back when one is free."""
+    area = AREAS["polygon"]
+    alone = await _counts(stored, area, "either", None)
+    async with AsyncConnectionPool(
+        stored, min_size=1, max_size=1, kwargs={"autocommit": True}
+    ) as pool:
+        async with pool.connection() as conn:  # the request's connection: the pool is empty
+            async with spare_connection(pool) as none:
+                assert none is None
+            busy = await weekly.weekly_counts(
+                conn,
+                regions=None,
+                area=area,
+                match="either",
+                w0=W0,
+                w1=W1,
+                spare=lambda: spare_connection(pool),
+            )
+        assert busy == alone
+        async with spare_connection(pool) as free:
+            assert free is not None
+        assert pool.get_stats()["pool_available"] == 1
