@@ -451,9 +451,19 @@ class Part:
 # A second connection for a query's parts, or None when none is free: see run_parts.
 Spare = Callable[[], AbstractAsyncContextManager[AsyncConnection | None]]
 
-# Every part reads the snapshot of the first connection's transaction; sorts off (see _rows).
-_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _NO_SORT = "SET LOCAL enable_sort = off"
+
+
+async def _begin_read(conn: AsyncConnection, snapshot: str | None = None) -> None:
+    """Make the transaction just begun on `conn` a read-only snapshot (the one exported as
+    `snapshot`, when given), with sorts off (see _rows); one round trip."""
+    statements: list[sql.Composable] = [
+        sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    ]
+    if snapshot is not None:
+        # the snapshot's name comes from the server; SET takes no bound parameter
+        statements.append(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    await conn.execute(sql.SQL("; ").join([*statements, sql.SQL(_NO_SORT)]))
 
 
 async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
@@ -493,16 +503,7 @@ async def run_parts(
                 total.update(await _rows(c, queue.popleft()))
 
         async with other.transaction():
-            # the snapshot's name comes from the server; SET takes no bound parameter
-            await other.execute(
-                sql.SQL("; ").join(
-                    [
-                        sql.SQL(_READ),
-                        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)),
-                        sql.SQL(_NO_SORT),
-                    ]
-                )
-            )
+            await _begin_read(other, snapshot)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(work(conn))
                 tg.create_task(work(other))
@@ -655,7 +656,7 @@ async def weekly_counts(
         await conn.execute(_NO_SORT)
         return await run_parts(conn, await _parts(conn, area, match, params))
     async with conn.transaction():
-        await conn.execute(f"{_READ}; {_NO_SORT}")
+        await _begin_read(conn)
         return await run_parts(conn, await _parts(conn, area, match, params), spare)
 
 
