@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TRIPS = str(Path(sys.executable).parent / "trips")
 DATA_DIR = Path(os.environ.get("TRIPS_BENCH_DATA", "/var/tmp/trips-bench"))
 RAW_COPY_TABLE = "raw_copy_baseline"
+
+
+def result_stem(at: datetime) -> str:
+    """The name of a results file made at `at` (UTC, to the minute): runs of one day no longer
+    overwrite each other."""
+    return f"{at:%Y-%m-%dT%H%M}"
+
+
+# Result files of `benchmarks.run`: <date>-<rows> (until 2026-12-02) or <date>T<HHMM>-<rows>.
+RUN_RESULT = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{4})?-(\d+)\.json")
 
 
 def server_url() -> str:

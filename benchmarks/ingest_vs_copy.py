@@ -63,7 +63,7 @@ def main() -> None:
         "host": platform.node(),
         "command": f"python -m benchmarks.ingest_vs_copy --rows {args.rows} --runs {args.runs}",
     }
-    (out / f"{stamp:%Y-%m-%d}-ingest_vs_copy-{args.rows}.json").write_text(
+    (out / f"{common.result_stem(stamp)}-ingest_vs_copy-{args.rows}.json").write_text(
         json.dumps(result, indent=2) + "\n"
     )
 

@@ -37,7 +37,8 @@ def main() -> None:
         "command": "python -m benchmarks.memory",
     }
     print(json.dumps(result, indent=2))
-    path = common.ROOT / "benchmarks" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-memory.json"
+    stem = common.result_stem(datetime.now(UTC))
+    path = common.ROOT / "benchmarks" / "results" / f"{stem}-memory.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 

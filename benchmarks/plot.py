@@ -6,13 +6,13 @@ python -m benchmarks.plot  →  benchmarks/results/scale.png
 from __future__ import annotations
 
 import json
-import re
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.common import RUN_RESULT  # noqa: E402
 from benchmarks.run import RESULTS  # noqa: E402
 
 KINDS = (
@@ -27,10 +27,10 @@ KINDS = (
 
 
 def latest_runs() -> list[dict]:  # type: ignore[type-arg]
-    """The newest result file of every size (YYYY-MM-DD-<rows>.json)."""
+    """The newest result file of every size (common.RUN_RESULT: names sort by time)."""
     by_rows: dict[int, dict] = {}  # type: ignore[type-arg]
     for path in sorted(RESULTS.glob("*.json")):
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d+\.json", path.name):
+        if not RUN_RESULT.fullmatch(path.name):
             continue
         r = json.loads(path.read_text())
         by_rows[r["rows"]] = r

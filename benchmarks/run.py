@@ -350,7 +350,7 @@ def main() -> None:
         "machine": machine(url),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{at:%Y-%m-%d}-{rows}.json"
+    out = RESULTS / f"{common.result_stem(at)}-{rows}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     write_markdown(result, out.with_suffix(".md"))
     print(f"ingest/raw COPY = {result['ingest_vs_raw_copy']:.3f}; wrote {out}", flush=True)
@@ -362,7 +362,11 @@ def main() -> None:
 
 
 def rerun_queries(rows: int, seed: int) -> None:
-    out = sorted(RESULTS.glob(f"*-{rows}.json"))[-1]
+    out = sorted(
+        p
+        for p in RESULTS.glob(f"*-{rows}.json")
+        if (m := common.RUN_RESULT.fullmatch(p.name)) and m.group(2) == str(rows)
+    )[-1]
     result = json.loads(out.read_text())
     url = common.with_db(common.server_url(), f"bench_{rows}")
     result["queries"] = query_benchmark(url, seed)
