@@ -180,6 +180,31 @@ def test_fine_cells_class_points_exactly(case: tuple[Any, list[tuple[float, floa
             assert x0 <= px <= x1, (px, py)
 
 
+@settings(max_examples=150, deadline=None)
+@given(star_cases((0.0005, 0.02)))
+def test_inside_spans_are_covered(case: tuple[Any, list[tuple[float, float]]]) -> None:
+    """A point of fine row f with ia <= x < ib (the row's inside span, read by _BOTH_FINE with no
+    origin test) is covered: the case's points, and the corners of every span (its first x and
+    the last double before ib, on the row's bounds and middle)."""
+    geom, points = case
+    fine = fine_cells(geom)
+    assert fine is not None
+    spans = dict(zip(fine.rows, zip(fine.ia, fine.ib, strict=True), strict=True))
+    probes = [(x, y) for x, y in points if finegrid.fine(y) in spans]
+    for f, (ia, ib) in spans.items():
+        if ia >= ib:
+            continue
+        lo, hi = (float(b[0]) for b in finegrid.bounds(np.array([f])))
+        ys = [
+            y for y in (lo, math.nextafter(hi, -math.inf), (lo + hi) / 2) if finegrid.fine(y) == f
+        ]
+        probes += [(x, y) for x in (ia, math.nextafter(ib, -math.inf), (ia + ib) / 2) for y in ys]
+    for px, py in probes:
+        ia, ib = spans[finegrid.fine(py)]
+        if ia <= px < ib:
+            assert shapely.covers(geom, shapely.Point(px, py)), (px, py, ia, ib)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.floats(-180, 180), st.floats(-180, 180), st.integers(-3, 3))
 def test_fine_grid_nests_in_cells_and_is_monotone(a: float, b: float, ulps: int) -> None:
