@@ -8,8 +8,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import shapely
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -50,7 +51,9 @@ def _edge(draw: st.DrawFn, values: list[float]) -> float:
 def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
     xs, ys = _coords(trips)
     kind = draw(
-        st.sampled_from(["bbox", "polygon", "multipolygon", "region", "region+bbox", "triangle"])
+        st.sampled_from(
+            ["bbox", "polygon", "multipolygon", "region", "region+bbox", "triangle", "star"]
+        )
     )
     region = draw(st.sampled_from(["Prague", "PRAGUE", "são paulo", "Zürich"]))
     x0, x1 = sorted([_edge(draw, xs), _edge(draw, xs)])
@@ -71,6 +74,16 @@ def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
         if abs((x1 - x0) * (t.oy - y0)) < 1e-9:
             tri = [[x0, y0], [x1, y0], [x1, y1], [x0, y0]]
         area["polygon"] = {"type": "Polygon", "coordinates": [tri]}
+    if kind == "star":  # concave: rows with several inside runs, edges through lattice points
+        t = draw(st.sampled_from(trips))
+        r, k = draw(st.sampled_from([0.015, 0.04, 0.1])), draw(st.integers(4, 7))
+        star = [
+            [round(t.ox + r * f * math.cos(math.pi * j / k), 3),
+             round(t.oy + r * f * math.sin(math.pi * j / k), 3)]
+            for j, f in ((j, 1.0 if j % 2 == 0 else 0.45) for j in range(2 * k))
+        ]  # fmt: skip
+        assume(shapely.Polygon(star).is_valid)
+        area["polygon"] = {"type": "Polygon", "coordinates": [star + star[:1]]}
     if kind == "multipolygon":
         fx0, fy0, fx1, fy1 = (8.54, 47.37, 8.7, 47.5) if x1 < 8.4 or x0 > 8.8 else (100, 0, 101, 1)
         far = [[fx0, fy0], [fx1, fy0], [fx1, fy1], [fx0, fy1], [fx0, fy0]]
