@@ -506,7 +506,7 @@ def _inside_spans(classes: np.ndarray, j: np.ndarray, kx0: int) -> tuple[list[fl
 
 @dataclass
 class Part:
-    """One query of (week, trips) rows, its counts added (sign 1) or taken off (-1)."""
+    """One query of (day or week, trips) rows, its counts added (sign 1) or taken off (-1)."""
 
     query: sql.Composable
     params: dict[str, Any]
