@@ -351,14 +351,22 @@ def _split(geom: Any, cx: np.ndarray, cy: np.ndarray, g: float, plan: ShapePlan)
     inside = shapely.covers(geom, subs) & valid
     outside = ~shapely.intersects(geom, subs) & valid
     cut = valid & ~inside & ~outside
-    for m, (a, b) in enumerate(zip(cx.tolist(), cy.tolist(), strict=True)):
-        if outside[m].sum() < inside[m].sum():  # the complement: total - outside - uncovered
-            plan.whole.append((a, b))
-            runs = [(-1, q) for q in _runs(outside[m])] + [(-2, q) for q in _runs(cut[m])]
-        else:
-            runs = [(1, q) for q in _runs(inside[m])] + [(2, q) for q in _runs(cut[m])]
-        f_x, f_y = int(fx0[m]), int(fy0[m])
-        plan.probes += [(a, b, f_y + j, f_x + i0, f_x + i1, kind) for kind, (j, i0, i1) in runs]
+    # the complement: total - outside - uncovered
+    complement = outside.sum(axis=(1, 2)) < inside.sum(axis=(1, 2))
+    counted = np.where(complement[:, None, None], outside, inside)
+    a, b, c = cx.tolist(), cy.tolist(), complement.tolist()
+    plan.whole += [(a[m], b[m]) for m in range(len(a)) if c[m]]
+    f_x, f_y, rows = fx0.tolist(), fy0.tolist(), shape[1]
+    probes = []
+    # the runs of all cut cells at once (row m * rows + j is fine row j of cell m), each cell's
+    # counted runs before its cut ones, as one cell at a time would give them
+    for order, flags in enumerate((counted, cut)):
+        for r, i0, i1 in _runs(flags.reshape(-1, shape[2])):
+            m, j = divmod(r, rows)
+            kind = (order + 1) * (-1 if c[m] else 1)
+            probes.append((m, order, (a[m], b[m], f_y[m] + j, f_x[m] + i0, f_x[m] + i1, kind)))
+    probes.sort(key=lambda q: q[:2])  # stable
+    plan.probes += [q[2] for q in probes]
 
 
 # The trips of a polygon's origins (both, or the origin-only part of either, as _BOTH_BOX), through
