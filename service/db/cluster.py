@@ -183,6 +183,15 @@ def is_running(info: ClusterInfo) -> bool:
     return res.returncode == 0
 
 
+def _running_port(info: ClusterInfo) -> int | None:
+    """The port the running server of the data directory listens on (line 4 of its
+    postmaster.pid), or None."""
+    try:
+        return int((Path(info.datadir) / "data" / "postmaster.pid").read_text().splitlines()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _wait_ready(info: ClusterInfo, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,7 +214,14 @@ def up() -> ClusterInfo:
             _init(datadir)
         info = ClusterInfo(str(datadir), _free_port(), str(datadir / "server.log"))
         _save_info(info)
-    if not is_running(info):
+    if is_running(info):
+        # Already running: a fresh clone at a path whose cluster still runs has no state file,
+        # and a stale one may name another port. The server's own pid file says which.
+        port = _running_port(info)
+        if port is not None and port != info.port:
+            info.port = port
+            _save_info(info)
+    else:
         port_in_use = False
         with socket.socket() as s:
             try:
