@@ -401,11 +401,12 @@ _CLASS = (
 )
 # A destination in the polygon: in its bounds, then by its fine cell's class (_BOTH_FINE) or by
 # ST_Covers (_BOTH_SHAPE).
-_DEST_IN_FINE = """t.dx + 0 BETWEEN %(minx)s AND %(maxx)s AND t.dy BETWEEN %(miny)s AND %(maxy)s
-      AND CASE {dclass} WHEN 1 THEN true
+_DEST_IN_BOUNDS = "t.dx + 0 BETWEEN %(minx)s AND %(maxx)s AND t.dy BETWEEN %(miny)s AND %(maxy)s"
+_DEST_IN_FINE = f"""{_DEST_IN_BOUNDS}
+      AND CASE {{dclass}} WHEN 1 THEN true
           WHEN 2 THEN ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.dx, t.dy), 4326))
           ELSE false END"""
-_DEST_IN_SHAPE = """t.dx + 0 BETWEEN %(minx)s AND %(maxx)s AND t.dy BETWEEN %(miny)s AND %(maxy)s
+_DEST_IN_SHAPE = f"""{_DEST_IN_BOUNDS}
       AND ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.dx, t.dy), 4326))"""
 _BLOCK = 10  # cells of 0.001 degrees per side of the blocks classed first (_classes)
 # Beyond this many fine cells in its bounds, a polygon's `both` tests every point with ST_Covers.

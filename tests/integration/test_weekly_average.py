@@ -77,10 +77,11 @@ def areas(draw: st.DrawFn, trips: list[Trip]) -> dict:
     if kind == "star":  # concave: rows with several inside runs, edges through lattice points
         t = draw(st.sampled_from(trips))
         r, k = draw(st.sampled_from([0.015, 0.04, 0.1])), draw(st.integers(4, 7))
+        radii = [r * (1.0 if j % 2 == 0 else 0.45) for j in range(2 * k)]
         star = [
-            [round(t.ox + r * f * math.cos(math.pi * j / k), 3),
-             round(t.oy + r * f * math.sin(math.pi * j / k), 3)]
-            for j, f in ((j, 1.0 if j % 2 == 0 else 0.45) for j in range(2 * k))
+            [round(t.ox + q * math.cos(math.pi * j / k), 3),
+             round(t.oy + q * math.sin(math.pi * j / k), 3)]
+            for j, q in enumerate(radii)
         ]  # fmt: skip
         assume(shapely.Polygon(star).is_valid)
         area["polygon"] = {"type": "Polygon", "coordinates": [star + star[:1]]}
