@@ -65,6 +65,13 @@ def _assert_exact(db_url: str) -> None:
            WHERE abs(c.sum_ox - t.sx) > 1e-7 OR abs(c.sum_dy - t.sy) > 1e-7""",
     )
     assert sums[0]["n"] == 0
+    # a key lives in one partition of its rollup only (db/migrations/017)
+    for table, key in (
+        ("weekly_cell_trips", "side, cx, cy, week, region_id"),
+        ("trip_clusters", "region_id, ocx, ocy, dcx, dcy, bucket"),
+    ):
+        dup = f"SELECT count(*) AS n FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1) d"  # noqa: S608, E501
+        assert query(db_url, dup)[0]["n"] == 0, table
     # the top table holds each region's first clusters, exactly
     top = query(
         db_url,
@@ -92,6 +99,13 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
         job = ingest(db_url, small, p, force=True)
         assert job["state"] == "succeeded", job["error"]
     _assert_exact(db_url)
+    # the two large jobs' new keys went into partitions of their own, the small job's into p0
+    for table in ("weekly_cell_trips", "trip_clusters"):
+        parts = query(
+            db_url,
+            "SELECT part, count(*) AS n FROM " + table + " GROUP BY part ORDER BY part",  # noqa: S608
+        )
+        assert [r["part"] for r in parts][0] == 0 and len(parts) >= 2, (table, parts)
 
 
 def test_grids_changed_during_a_job_fall_back_to_sql(
