@@ -12,7 +12,9 @@ import csv
 import gzip
 import io
 import logging
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 REQUIRED = ("region", "origin_coord", "destination_coord", "datetime", "datasource")
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 2 << 20
+PARSE_THREADS = 2  # blocks validated at once (the machine's cores)
+PARSE_AHEAD = 1  # parsed blocks in flight ahead of the consumer
 MAX_RECORD_BYTES = 8 << 20
 MAX_NAME_CHARS = 200
 RAW_KEEP_CHARS = 10_000
@@ -197,6 +201,40 @@ class TripReader:
         return header
 
     def __iter__(self) -> Iterator[Batch]:
+        """The file's batches, in order.
+
+        A block without quotes or NUL bytes holds whole records, one per line, so the line
+        number of the block after it is known before it is parsed: such blocks are parsed on
+        PARSE_THREADS threads (pyarrow's kernels release the GIL), PARSE_AHEAD of them at most
+        in flight. A block with quotes may end inside a record and is parsed here, in order,
+        once the blocks before it are out."""
+        with ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse") as pool:
+            pending: deque[Future[Batch]] = deque()
+            for item in self._blocks(pool):
+                if isinstance(item, Future):
+                    pending.append(item)
+                    if len(pending) <= PARSE_AHEAD:
+                        continue
+                    item = pending.popleft().result()
+                else:
+                    while pending:
+                        batch = pending.popleft().result()
+                        if batch.rows_read:
+                            yield batch
+                if item.rows_read:
+                    yield item
+            while pending:
+                batch = pending.popleft().result()
+                if batch.rows_read:
+                    yield batch
+
+    def _parse_whole_lines(self, data: bytes, line: int, eof: bool) -> Batch:
+        batch, consumed, leftover = self._parse_block(data, line, eof)
+        assert not leftover and consumed == _lines_in(data), "a quote-free block is whole lines"
+        return batch
+
+    def _blocks(self, pool: ThreadPoolExecutor) -> Iterator[Batch | Future[Batch]]:
+        """Batches parsed here and futures of batches parsed on the pool, in file order."""
         line = 2  # physical line number of the first byte of the carry
         carry = self._carry
         eof = self._eof
@@ -228,6 +266,10 @@ class TripReader:
                 data, carry = carry[: cut + 1], carry[cut + 1 :]
             if not data:
                 continue
+            if b'"' not in data and b"\x00" not in data:
+                yield pool.submit(self._parse_whole_lines, data, line, eof)
+                line += _lines_in(data)
+                continue
             batch, consumed_lines, leftover = self._parse_block(data, line, eof)
             if leftover:
                 if len(leftover) > MAX_RECORD_BYTES and not eof:
@@ -250,7 +292,7 @@ class TripReader:
 
     def _parse_block(self, data: bytes, line: int, eof: bool) -> tuple[Batch, int, bytes]:
         """Parse whole lines; returns the batch, lines consumed and bytes carried over."""
-        n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        n_lines = _lines_in(data)
         if b'"' not in data and b"\x00" not in data:
             fast = self._fast(data, line, n_lines)
             if fast is not None:
@@ -362,6 +404,11 @@ class TripReader:
             lines.append(lineno)
             raws.append(rec)
         return _finish(values, lines, raws, rejections, rows_read), len(physical), b""
+
+
+def _lines_in(data: bytes) -> int:
+    """Physical lines of a block (its last may lack its line break)."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
 def _opens_quoted_field(rec: bytes) -> bool:

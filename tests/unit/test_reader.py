@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.ingest import reader
 from service.ingest.reader import PG_EPOCH_US, FileFormatError, TripReader
 
 HEADER = "region,origin_coord,destination_coord,datetime,datasource\n"
@@ -192,3 +193,31 @@ def test_pyarrow_internal_failure_loses_no_row(
     assert calls["failed"] > 1
     assert got == expected
     assert got[0] == 999 and [r[0] for r in got[1]] == [702]
+
+
+def test_blocks_parsed_in_parallel_keep_order_and_line_numbers(tmp_path: Path) -> None:
+    """Quote-free blocks are parsed on threads while quoted ones are parsed in order: rows come
+    out in file order and every rejection keeps its physical line number."""
+    assert reader.PARSE_THREADS > 1
+    lines, expected_bad, expected_ts = [HEADER], [], []
+    line = 2
+    for i in range(1, 3001):  # ~210 KB: beyond the header's first read of 64 KiB
+        t = f"2018-05-28 {i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+        if i % 37 == 0:
+            lines.append(f"Prague,POINT (200 50),POINT (14.5 50.1),{t},x\n")
+            expected_bad.append(line)
+            line += 1
+        elif i % 50 == 0:  # a quoted region with a line break: one record on two lines
+            lines.append(f'"Pra\ngue",POINT (14.4 50.0),POINT (14.5 50.1),{t},x\n')
+            expected_ts.append(us(t.replace(" ", "T")))
+            line += 2
+        else:
+            lines.append(f"Prague,POINT (14.4 50.0),POINT (14.5 50.1),{t},x\n")
+            expected_ts.append(us(t.replace(" ", "T")))
+            line += 1
+    p = write(tmp_path, "".join(lines))
+    for block in (256, 1000, 1 << 20):
+        rows, rej, ts, _ = read_all(p, block)
+        assert rows == len(expected_ts)
+        assert ts == expected_ts  # file order
+        assert [r[0] for r in rej] == expected_bad
