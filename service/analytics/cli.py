@@ -13,9 +13,10 @@ import psycopg
 import typer
 
 from service.analytics import clusters as cq
-from service.analytics import weekly
-from service.analytics.area import AreaError, parse_bbox, parse_date, parse_geometry, parse_match
 from service.settings import Settings
+
+# weekly and area (shapely) are imported by the commands that use them: `trips ingest`, which
+# imports this module to register the commands, starts a quarter second sooner.
 
 
 def _url(settings: Settings) -> str:
@@ -33,11 +34,15 @@ async def _second(url: str) -> AsyncIterator[psycopg.AsyncConnection]:
 
 
 async def _weekly(url: str, **kw: Any) -> dict[str, Any]:
+    from service.analytics import weekly
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         return await weekly.weekly_average(conn, spare=lambda: _second(url), **kw)
 
 
 async def _clusters(url: str, region: str | None, **kw: Any) -> dict[str, Any]:
+    from service.analytics import weekly
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         regions = await weekly.region_ids(conn, region)
         return await cq.clusters(conn, regions=regions, **kw)
@@ -66,6 +71,15 @@ def weekly_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the API's JSON"),
 ) -> None:
     """Print the weekly average of trips for a region, a box or a polygon."""
+    from service.analytics import weekly
+    from service.analytics.area import (
+        AreaError,
+        parse_bbox,
+        parse_date,
+        parse_geometry,
+        parse_match,
+    )
+
     try:
         if bbox and polygon:
             raise AreaError("give --bbox or --polygon, not both")
@@ -116,6 +130,9 @@ def clusters_cmd(
     ),
 ) -> None:
     """Print the largest clusters of similar trips."""
+    from service.analytics import weekly
+    from service.analytics.area import AreaError, parse_bbox
+
     settings = Settings()
     url = _url(settings)
     if rebuild:

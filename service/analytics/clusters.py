@@ -15,13 +15,15 @@ warning) until `trips clusters --rebuild` recomputes it from the stored trips.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from service.analytics.area import BBox
 from service.settings import Settings
+
+if TYPE_CHECKING:  # shapely (behind area) costs a quarter second of start-up to `trips ingest`
+    from service.analytics.area import BBox
 
 log = logging.getLogger("trips.analytics")
 MAX_LIMIT = 1000  # = trip_cluster_top_size() in db/migrations/010
