@@ -86,10 +86,12 @@ BEGIN
     ON CONFLICT (region_id, week, datasource_id) DO UPDATE
     SET trips = w.trips + EXCLUDED.trips, last_at = greatest(w.last_at, EXCLUDED.last_at);
 
-    -- A large job's totals meet the stored keys in a hash join: probing every partition's
-    -- primary key for each of a job's keys costs (keys x partitions) index descents (3.3 s for
-    -- the 1.31M cluster keys of a 2M-trip job against one empty partition), a hash join one pass.
-    -- A small job's few keys are left to the planner (index probes beat reading the rollup).
+    -- A large job's totals meet the stored keys in hash joins (the UPDATEs, and the DELETEs of
+    -- rollup_store_new_keys): probing every partition's primary key for each of a job's keys
+    -- costs (keys x partitions) index descents (3.3 s for the 1.31M cluster keys of a 2M-trip
+    -- job against one empty partition), a hash join one pass. A small job's few keys are left
+    -- to the planner (index probes beat reading the rollup). The new partitions are analysed
+    -- once attached, not before.
     IF p_part <> 0 THEN
         SET LOCAL enable_nestloop = off;
         SET LOCAL enable_mergejoin = off;
@@ -135,13 +137,13 @@ BEGIN
         )
         SELECT * FROM up$q$, p_clusters);
     ANALYZE job_clusters_seen;
-    RESET enable_nestloop;
-    RESET enable_mergejoin;
     INSERT INTO job_touched
     SELECT u.* FROM job_clusters_seen u JOIN job_top_threshold h USING (region_id)
     WHERE u.trips >= h.t;
     PERFORM rollup_store_new_keys('trip_clusters', p_clusters, 'job_clusters_seen',
                                   '{region_id, ocx, ocy, dcx, dcy, bucket}', p_part);
+    RESET enable_nestloop;
+    RESET enable_mergejoin;
     -- The job's first clusters of each region (stage_top, chosen by the loader) that are new to
     -- the store: their total is the job's. One outside the job's first N of its region is beaten
     -- by N others and cannot enter the top.

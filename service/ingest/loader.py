@@ -384,7 +384,8 @@ def _apply_rollups(
             stream = partials.top_candidates() if key == "top" else partials.copy_stream(key)
             for block in stream:
                 copy.write(block)
-        load.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(stage)))
+        if not (part and key in _ROLLUP_COLUMNS):  # a new partition is analysed once attached
+            load.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(stage)))
         timings[f"stage_{key}_s"] = time.monotonic() - t
     t = time.monotonic()
     p = partials.params
