@@ -144,9 +144,12 @@ BEGIN
                                   '{region_id, ocx, ocy, dcx, dcy, bucket}', p_part);
     RESET enable_nestloop;
     RESET enable_mergejoin;
-    -- The job's first clusters of each region (stage_top, chosen by the loader) that are new to
-    -- the store: their total is the job's. One outside the job's first N of its region is beaten
-    -- by N others and cannot enter the top.
+    -- The job's first clusters of each region (stage_top, chosen by the loader) with their
+    -- stored totals: a cluster new to the store has the job's count as its total, and one
+    -- outside the job's first N of its region is beaten by N others and cannot enter the top.
+    -- A large job's new keys are all in its new partition (one index probe each); a small
+    -- job's are looked up through the parent (one probe per partition). Keys already in
+    -- job_touched (found by the UPDATE) are skipped by the ON CONFLICT.
     EXECUTE format($q$
         INSERT INTO job_touched
         SELECT c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips,
@@ -156,10 +159,8 @@ BEGIN
                    = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket)
         JOIN job_top_threshold h ON h.region_id = c.region_id
         WHERE c.trips >= h.t
-          AND NOT EXISTS (SELECT 1 FROM job_clusters_seen s
-                          WHERE (s.region_id, s.ocx, s.ocy, s.dcx, s.dcy, s.bucket)
-                              = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket))
-        ON CONFLICT DO NOTHING$q$, p_clusters);
+        ON CONFLICT DO NOTHING$q$,
+        CASE WHEN p_part = 0 THEN 'trip_clusters'::regclass ELSE p_clusters END);
 
     -- Counts only grow: the new top of a region is the top of (old top ∪ touched clusters) (011).
     WITH best AS (

@@ -52,12 +52,13 @@ WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
 INDEX_MEMORY = "512MB"  # per index build; a job builds its indexes one at a time
 # The partitioned indexes of `trips` (db/migrations 001, 014), built per large job after its
 # load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
+# Longest build first: the job's connection takes the last ones when its rollups are merged.
 _JOB_INDEXES = {
-    "id": "btree (id)",
     "origin_rows": f"btree (({finegrid.SQL.format(v='oy')}), ox)"
     " INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id)",
     "destination_rows": f"btree (({finegrid.SQL.format(v='dy')}), dx)"
     " INCLUDE (dy, started_at, region_id, id, datasource_id)",
+    "id": "btree (id)",
     "started_at": "brin (started_at)",
 }
 
@@ -463,25 +464,32 @@ def _report(
 
 
 class _IndexBuild(threading.Thread):
-    """CREATE INDEX statements run one after the other on a connection of their own (the table
-    is committed, not yet attached)."""
+    """CREATE INDEX statements taken one after the other, in order, from a shared list by a
+    connection of its own (the table is committed, not yet attached); the job's connection
+    takes the ones left once its rollups are merged (`take`)."""
 
     def __init__(self, url: str, statements: dict[str, sql.Composed]):
         super().__init__(daemon=True, name="index-build")
-        self.url, self.statements = url, statements
+        self.url = url
+        self.todo = list(statements.items())
+        self.lock = threading.Lock()
         self.error: BaseException | None = None
         self.seconds: dict[str, float] = {}
         self.conn: psycopg.Connection | None = None
+
+    def take(self) -> tuple[str, sql.Composed] | None:
+        with self.lock:
+            return self.todo.pop(0) if self.todo and self.error is None else None
 
     def run(self) -> None:
         try:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 self.conn = conn
                 conn.execute(f"SET maintenance_work_mem = '{INDEX_MEMORY}'")
-                for name, statement in self.statements.items():
+                while item := self.take():
                     t = time.monotonic()
-                    conn.execute(statement)
-                    self.seconds[name] = time.monotonic() - t
+                    conn.execute(item[1])
+                    self.seconds[item[0]] = time.monotonic() - t
         except BaseException as e:
             self.error = e
 
@@ -524,9 +532,10 @@ def _finalize(
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return
     # Two chains share the two cores: one extra connection builds the indexes one after the
-    # other (3.6 s for 2M rows), while this transaction merges the rollups (5.9 s; at 2M rows,
-    # more concurrent builds only slowed both). All are named like the parent's indexes so that
-    # the attach adopts them, and the CHECK lets ATTACH skip its scan.
+    # other, longest first, while this transaction merges the rollups (at 2M rows, more
+    # concurrent builds only slowed both); then this connection builds the ones left, beside
+    # it. All are named like the parent's indexes so that the attach adopts them, and the CHECK
+    # lets ATTACH skip its scan.
     statements = {
         suffix: _index_sql(name, table, suffix, definition)
         for suffix, definition in _JOB_INDEXES.items()
@@ -536,6 +545,11 @@ def _finalize(
     try:
         _apply_rollups(load, name, partials, timings, job.id)
         t = time.monotonic()
+        load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
+        while (item := build.take()) and not beat.lost:
+            t1 = time.monotonic()
+            load.execute(item[1])
+            timings[f"index_{item[0]}_here_s"] = time.monotonic() - t1
         while build.is_alive():
             build.join(0.5)
             if beat.lost:
