@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     small_job_rows: int = Field(default=50_000, ge=0)
+    # jobs of at least this many rows put their new rollup keys into partitions of their own
+    # (db/migrations/017); smaller ones into the rollups' partition 0, key by key
+    rollup_partition_rows: int = Field(default=500_000, ge=0)
     api_log: Path | None = Path("api.log")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -543,7 +543,8 @@ def _finalize(
     build = _IndexBuild(url, statements)
     build.start()
     try:
-        _apply_rollups(load, name, partials, timings, job.id)
+        part = job.id if rows >= settings.rollup_partition_rows else 0
+        _apply_rollups(load, name, partials, timings, part)
         t = time.monotonic()
         load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
         while (item := build.take()) and not beat.lost:

@@ -45,7 +45,7 @@ def loaded(
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
     first = make_trips(3, 1200) + _spread(4, 1500)
     second = make_trips(5, 600) + _spread(6, 600) + make_trips(3, 300)  # repeats: upserts
-    big = settings.model_copy(update={"small_job_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
     assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
     assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:

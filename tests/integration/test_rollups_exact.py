@@ -91,7 +91,7 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
 ) -> None:
     monkeypatch.setattr(rollups, "BUFFER_ROWS", 2000)  # spills and splits on small files
     monkeypatch.setattr(rollups, "SPLIT_BYTES", 100_000)
-    small = settings.model_copy(update={"small_job_rows": 5000})
+    small = settings.model_copy(update={"small_job_rows": 5000, "rollup_partition_rows": 5000})
     for seed, rows in ((1, 20_000), (2, 3000), (1, 20_000)):  # the third repeats the first
         p = tmp_path / f"t{seed}-{rows}.csv"
         if not p.exists():

@@ -28,7 +28,7 @@ def loaded(
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
     """Two ingestions: one large (its own partition), one small (into trips_p0)."""
     first, second = make_trips(1, 1500), make_trips(2, 400)
-    big = settings.model_copy(update={"small_job_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
     assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
     assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:
@@ -161,7 +161,7 @@ def test_other_rollup_grids_equal_brute_force(
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE rollup_grid SET cell = %s", [cell])
     trips = make_trips(3, 900)
-    big = settings.model_copy(update={"small_job_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
     assert ingest(db_url, big, write_csv(trips, tmp_path / "c.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as client:
         _check_against_brute_force(client, trips, 40)

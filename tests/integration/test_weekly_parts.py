@@ -55,7 +55,7 @@ async def _counts(url: str, area: object, match: str, spare: Spares | None) -> C
 
 @pytest.fixture
 def stored(db_url: str, settings: Settings, tmp_path: Path) -> str:
-    big = settings.model_copy(update={"small_job_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
     assert ingest(db_url, big, write_csv(make_trips(5, 2000), tmp_path / "a.csv"))["state"] == (
         "succeeded"
     )
