@@ -8,9 +8,11 @@
    while psycopg's writer thread sends it, so client work and server-side COPY overlap.
 2. The indexes are built one after the other on an extra connection while the load connection
    opens the job's transaction, copies the job's rollup totals into staging tables and merges
-   them into the rollups (``apply_staged_rollups``, db/migrations/013, 017): the two chains share
-   the machine's two cores. A large job's cell and cluster totals are copied into new
-   partitions of the rollups, which keep the keys new to the store and are attached.
+   them into the rollups (``apply_staged_rollups``, db/migrations/013, 017, 018): the two
+   chains share the machine's two cores. A large job's cell and cluster totals are copied into
+   new partitions of the rollups, which keep the keys new to the store and are attached; they
+   meet the stored keys in index probes or in one hash join over the stored rollup, whichever
+   the store's shape makes cheaper (018).
 3. In that one transaction: the rejected rows (spooled to a temporary file, not memory), the
    CHECK and ``ATTACH PARTITION`` (a small job's rows are moved into ``trips_p0`` instead), the
    job row set to ``succeeded`` with its event, then COMMIT: the trips appear together.
@@ -318,7 +320,8 @@ def _rollup_params(ctl: psycopg.Connection) -> rollups.Params:
     return rollups.Params(float(row[0]), float(row[1]), int(row[2]), int(row[3]))
 
 
-# The staging tables of apply_staged_rollups (db/migrations/013, 017), in the spool's column order.
+# The staging tables of apply_staged_rollups (db/migrations/013, 017, 018), in the spool's
+# column order.
 # A large job copies its cell and cluster totals into new partitions of the rollups instead of
 # temporary tables (`_rollup_stage`).
 _STAGING = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from service.generate import generate_file
@@ -123,3 +124,33 @@ def test_grids_changed_during_a_job_fall_back_to_sql(
     job = ingest(db_url, settings, p)
     assert job["state"] == "succeeded", job["error"]
     _assert_exact(db_url)
+
+
+def test_a_small_job_into_a_large_store_probes_the_keys_and_stays_exact(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """A job's totals meet the stored keys by index probes when the store is much larger than
+    the job, by one hash join over the store otherwise (db/migrations/018): both exact."""
+    small = settings.model_copy(update={"small_job_rows": 1000, "rollup_partition_rows": 1000})
+    for seed, rows in ((5, 40_000), (6, 1500), (5, 1500)):  # the last repeats keys of the first
+        p = tmp_path / f"t{seed}-{rows}.csv"
+        generate_file(p, rows, seed=seed)
+        job = ingest(db_url, small, p, force=True)
+        assert job["state"] == "succeeded", job["error"]
+    _assert_exact(db_url)
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM trip_clusters").fetchone()
+        assert stored is not None
+        conn.execute("CREATE TEMP TABLE few AS SELECT * FROM trip_clusters LIMIT 1500")
+        conn.execute("CREATE TEMP TABLE all_keys AS SELECT * FROM trip_clusters")
+        # a 1500-row job against the whole store: probing its keys is cheaper
+        assert conn.execute("SELECT rollup_join_plan('trip_clusters', 'few')").fetchone() == (
+            False,
+        ), stored
+        probing = conn.execute("SHOW enable_indexscan").fetchone()
+        # as many keys as the store holds: one pass over the store is cheaper
+        assert conn.execute("SELECT rollup_join_plan('trip_clusters', 'all_keys')").fetchone() == (
+            True,
+        )
+        scanning = conn.execute("SHOW enable_indexscan").fetchone()
+        assert (probing, scanning) == (("on",), ("off",))
