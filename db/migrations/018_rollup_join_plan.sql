@@ -115,6 +115,7 @@ BEGIN
     RESET enable_indexscan;
     RESET enable_indexonlyscan;
     RESET enable_bitmapscan;
+    SET LOCAL work_mem = '256MB';  -- back from a store-wide hash join's 1GB (019)
     -- The job's first clusters of each region (stage_top, chosen by the loader) with their
     -- stored totals: a cluster new to the store has the job's count as its total, and one
     -- outside the job's first N of its region is beaten by N others and cannot enter the top.
@@ -131,7 +132,9 @@ BEGIN
         JOIN job_top_threshold h ON h.region_id = c.region_id
         WHERE c.trips >= h.t
         ON CONFLICT DO NOTHING$q$,
-        CASE WHEN p_part = 0 THEN 'trip_clusters'::regclass ELSE p_clusters END);
+        -- by name: the partition may be a rewrite of p_clusters (019)
+        CASE WHEN p_part = 0 THEN 'trip_clusters'::regclass
+             ELSE format('%I', 'trip_clusters_job_' || p_part)::regclass END);
 
     -- Counts only grow: the new top of a region is the top of (old top ∪ touched clusters) (011).
     WITH best AS (
