@@ -350,8 +350,9 @@ def _rollup_stage(load: psycopg.Connection, key: str, part: int) -> str:
 
     Partition 0 (a small job): a temporary table like the rollup. A large job: the rollup's
     partition for this job, created in the job's transaction (so its rows skip WAL under
-    wal_level=minimal); apply_staged_rollups deletes the keys already stored elsewhere from it,
-    builds its primary key and attaches it (db/migrations/017)."""
+    wal_level=minimal); apply_staged_rollups drops the keys already stored elsewhere from it
+    (deleted, or the table rewritten with the new keys only when many were found), builds its
+    primary key and attaches it (db/migrations/017, 019)."""
     table, like = _STAGING[key]
     if key not in _ROLLUP_COLUMNS:
         load.execute(f"CREATE TEMP TABLE {table} ({like}) ON COMMIT DROP")
@@ -493,14 +494,27 @@ class _IndexBuild(threading.Thread):
         try:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 self.conn = conn
-                conn.execute(f"SET maintenance_work_mem = '{INDEX_MEMORY}'")
-                conn.execute(f"SET max_parallel_maintenance_workers = {INDEX_WORKERS}")
-                while item := self.take():
-                    t = time.monotonic()
-                    conn.execute(item[1])
-                    self.seconds[item[0]] = time.monotonic() - t
+                self.build_here(conn, self.seconds)
         except BaseException as e:
             self.error = e
+
+    def build_here(
+        self,
+        conn: psycopg.Connection,
+        seconds: dict[str, float],
+        key: str = "{}",
+        local: bool = False,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Build the statements not yet taken on `conn`, with the index build settings
+        (transaction-local with `local`), recording each one's seconds under `key`."""
+        scope = "LOCAL " if local else ""
+        conn.execute(f"SET {scope}maintenance_work_mem = '{INDEX_MEMORY}'")
+        conn.execute(f"SET {scope}max_parallel_maintenance_workers = {INDEX_WORKERS}")
+        while not stop() and (item := self.take()):
+            t = time.monotonic()
+            conn.execute(item[1])
+            seconds[key.format(item[0])] = time.monotonic() - t
 
     def cancel(self) -> None:
         if self.conn is not None and self.is_alive():
@@ -555,12 +569,7 @@ def _finalize(
         part = job.id if rows >= settings.rollup_partition_rows else 0
         _apply_rollups(load, name, partials, timings, part)
         t = time.monotonic()
-        load.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_MEMORY}'")
-        load.execute(f"SET LOCAL max_parallel_maintenance_workers = {INDEX_WORKERS}")
-        while (item := build.take()) and not beat.lost:
-            t1 = time.monotonic()
-            load.execute(item[1])
-            timings[f"index_{item[0]}_here_s"] = time.monotonic() - t1
+        build.build_here(load, timings, "index_{}_here_s", local=True, stop=lambda: beat.lost)
         while build.is_alive():
             build.join(0.5)
             if beat.lost:
