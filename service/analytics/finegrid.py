@@ -21,7 +21,9 @@ BASE = 0.01  # the cell that the fine grid divides (= the rollup grid, rollup_gr
 STEP = 0.001  # one fine row or column
 PER = 10  # fine rows per cell
 
-# The index expression (db/migrations/014, service/ingest/loader.py); {v} is a column.
+# fine() in SQL; {v} is a column. The loader stores fine_array of each end's y as trips.ofr and
+# trips.dfr (db/migrations/020: the same expression backfilled stored rows), which key the
+# raw-point indexes; queries use this for the fine column of x.
 SQL = (
     "(floor({v} / 0.01::double precision)::integer * 10"
     " + least(9, greatest(0, floor(({v} - floor({v} / 0.01::double precision)"

@@ -39,9 +39,8 @@ _IDS = sql.SQL("""
 def _in_box(x: str, y: str, params: dict[str, Any]) -> sql.Composed:
     """Exact, inclusive, on the plain coordinates; the fine rows of the box let the end's
     (row, x) index find them."""
-    rows = rows_condition(
-        sql.Identifier("t", y), params["miny"], params["maxy"], f"{y}_rows", params
-    )
+    row = sql.Identifier("t", {"oy": "ofr", "dy": "dfr"}[y])
+    rows = rows_condition(row, params["miny"], params["maxy"], f"{y}_rows", params)
     return sql.SQL(
         "({rows} AND {x} BETWEEN %(minx)s AND %(maxx)s AND {y} BETWEEN %(miny)s AND %(maxy)s)"
     ).format(rows=rows, x=sql.Identifier("t", x), y=sql.Identifier("t", y))

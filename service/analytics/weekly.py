@@ -3,8 +3,8 @@
 The rollup `weekly_cell_trips` counts trips per week, grid cell (floor(coordinate / cell)) and
 end of the trip. An area is answered from the rollup's cells and corrected with the raw points
 only where the two disagree. The raw points are read through covering B-trees keyed by (fine row
-of 0.001 degrees, x) over plain coordinates (db/migrations/014): index-only scans, one descent per
-fine row.
+of 0.001 degrees, x) over plain coordinates (db/migrations/014; the fine rows stored as ofr and
+dfr since 020): index-only scans, one descent per fine row.
 - a box: the cells taken are those it covers more than half of on each axis; the raw points read
   are those of the box outside the taken cells (added) and those of the taken cells outside the
   box (taken off), never more than half a cell deep (box_plan);
@@ -108,15 +108,15 @@ def fine_sql(column: sql.Composable) -> sql.Composed:
 MAX_ROWS = 4096
 
 
-_END_COLUMNS = {"o": ("ox", "oy"), "d": ("dx", "dy")}
+# x, y and fine row (finegrid.fine(y), stored by the loader: db/migrations/020) of each end
+_END_COLUMNS = {"o": ("ox", "oy", "ofr"), "d": ("dx", "dy", "dfr")}
 
 
 def rows_condition(
-    y: sql.Composable, y0: float, y1: float, name: str, params: dict[str, Any]
+    row: sql.Composable, y0: float, y1: float, name: str, params: dict[str, Any]
 ) -> sql.Composed:
-    """The fine row of y in the fine rows of [y0, y1], as index conditions, its values put in
-    params."""
-    row = fine_sql(y)
+    """The fine row column `row` (ofr or dfr: the fine row of the end's y, db/migrations/020) in
+    the fine rows of [y0, y1], as index conditions, its values put in params."""
     lo, hi = finegrid.fine(y0), finegrid.fine(y1)
     if hi - lo + 1 <= MAX_ROWS:
         params[name] = list(range(lo, hi + 1))
@@ -594,6 +594,7 @@ async def run_parts(
 def _strip_scans(
     x: sql.Identifier,
     y: sql.Identifier,
+    row: sql.Identifier,
     strips: list[tuple[float, float, float, float]],
     params: dict[str, Any],
 ) -> list[sql.Composed]:
@@ -617,7 +618,7 @@ def _strip_scans(
             _STRIP_SCAN.format(
                 x=x,
                 y=y,
-                rows=rows_condition(y, y0, y1, f"s{k}rows", params),
+                rows=rows_condition(row, y0, y1, f"s{k}rows", params),
                 x0=sql.Placeholder(f"s{k}x0"),
                 x1=sql.Placeholder(f"s{k}x1"),
                 y0=sql.Placeholder(f"s{k}y0"),
@@ -639,13 +640,13 @@ def _halves(params: dict[str, Any], names: tuple[str, ...]) -> list[dict[str, An
 async def _one_end(
     conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
 ) -> list[Part]:
-    xn, yn = _END_COLUMNS[side]
+    xn, yn, rn = _END_COLUMNS[side]
     x, y = sql.Identifier(xn), sql.Identifier(yn)
     p = {**params, "side": side, "g": g}
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
-        scans = _strip_scans(x, y, strips, p)
+        scans = _strip_scans(x, y, sql.Identifier(rn), strips, p)
         # the left and right strips (0, 1) are the tall ones: one of them, and one of the
         # others, in each part
         parts = [
@@ -684,7 +685,7 @@ async def _one_end(
         x=x,
         y=y,
         point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
-        row=fine_sql(ty),
+        row=sql.Identifier("t", rn),
         col=fine_sql(tx),
     )
     # the probes in two parts, the rollup's whole cells in the first only
@@ -708,7 +709,7 @@ def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[
     p = {**params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
     if isinstance(area, BBox):
         query = _BOTH_BOX.format(
-            rows=rows_condition(sql.Identifier("oy"), miny, maxy, "rows", p),
+            rows=rows_condition(sql.Identifier("ofr"), miny, maxy, "rows", p),
             dest=_dest(_DEST_IN_BOX, dest_inside),
         )
         return [Part(query, h) for h in _halves(p, ("rows",))] if "rows" in p else [Part(query, p)]
@@ -717,7 +718,7 @@ def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[
     p["geojson"] = area.geojson
     fine = fine_cells(shapely.from_geojson(area.geojson))
     if fine is None:
-        rows = rows_condition(sql.SQL("t.oy"), p["miny"], p["maxy"], "rows", p)
+        rows = rows_condition(sql.Identifier("t", "ofr"), p["miny"], p["maxy"], "rows", p)
         dest = _dest(_DEST_IN_SHAPE, dest_inside)
         return [Part(_BOTH_SHAPE.format(rows=rows, dest=dest), p)]
     if not fine.rows:
@@ -728,7 +729,7 @@ def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[
     oclass = sql.SQL(_CLASS).format(x=t["ox"], y=t["oy"])
     dclass = sql.SQL(_CLASS).format(x=t["dx"], y=t["dy"])
     dest = _dest(_DEST_IN_FINE, dest_inside, dclass=dclass)
-    query = _BOTH_FINE.format(orow=fine_sql(t["oy"]), oclass=oclass, dest=dest)
+    query = _BOTH_FINE.format(orow=sql.Identifier("t", "ofr"), oclass=oclass, dest=dest)
     return [Part(query, h) for h in _halves(p, ("prow", "px0", "px1", "pia", "pib"))]
 
 

@@ -49,6 +49,9 @@ class Trip(Base):
     oy: Mapped[float] = mapped_column(Double)
     dx: Mapped[float] = mapped_column(Double)
     dy: Mapped[float] = mapped_column(Double)
+    # The fine rows of oy and dy (service/analytics/finegrid.py), the indexes' first keys (020).
+    ofr: Mapped[int] = mapped_column(Integer)
+    dfr: Mapped[int] = mapped_column(Integer)
 
 
 class IngestionJob(Base):

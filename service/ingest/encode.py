@@ -3,12 +3,15 @@
 Every field is fixed-width once region and datasource are ids, so a batch is one structured
 array: no per-row Python. Points are little-endian EWKB with SRID 4326, which PostGIS's binary
 input (geometry_recv) accepts as is; the same doubles go to the plain coordinate columns (ox, oy,
-dx, dy) that the raw-point indexes are built on (db/migrations/014).
+dx, dy) that the raw-point indexes are built on (db/migrations/014), and the fine rows of the
+two ends (ofr, dfr: finegrid.fine_array, the indexes' keys, db/migrations/020).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from service.analytics import finegrid
 
 COLUMNS = (
     "id",
@@ -23,6 +26,8 @@ COLUMNS = (
     "oy",
     "dx",
     "dy",
+    "ofr",
+    "dfr",
 )
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -64,6 +69,10 @@ ROW = np.dtype(
         ("dx_plain", ">f8"),
         ("dy_len", ">i4"),
         ("dy_plain", ">f8"),
+        ("ofr_len", ">i4"),
+        ("ofr", ">i4"),
+        ("dfr_len", ">i4"),
+        ("dfr", ">i4"),
     ]
 )
 _CONST = {
@@ -86,6 +95,8 @@ _CONST = {
     "oy_len": 8,
     "dx_len": 8,
     "dy_len": 8,
+    "ofr_len": 4,
+    "dfr_len": 4,
 }
 
 
@@ -119,6 +130,7 @@ def encode_rows(
     rows["ts"] = ts_us
     rows["ox"], rows["oy"], rows["dx"], rows["dy"] = ox, oy, dx, dy
     rows["ox_plain"], rows["oy_plain"], rows["dx_plain"], rows["dy_plain"] = ox, oy, dx, dy
+    rows["ofr"], rows["dfr"] = finegrid.fine_array(oy), finegrid.fine_array(dy)
     # File order: the raw-point reads are index-only scans (db/migrations/014), which the order
     # of the heap does not affect; a space-filling sort of each batch no longer pays.
     return rows.tobytes()

@@ -41,7 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from service.analytics import finegrid
 from service.ingest import jobs, rollups
 from service.ingest.encode import COLUMNS, HEADER, TRAILER, encode_rows
 from service.ingest.reader import Batch, FileFormatError, TripReader
@@ -57,14 +56,12 @@ INDEX_MEMORY = "512MB"  # per index build; a job builds its indexes one at a tim
 # B B A in fresh databases: `trips ingest` median 18.3 s with the server's 2 workers, 17.4 s
 # without (each run without faster than the runs with it beside it).
 INDEX_WORKERS = 0
-# The partitioned indexes of `trips` (db/migrations 001, 014), built per large job after its
+# The partitioned indexes of `trips` (db/migrations 001, 014, 020), built per large job after its
 # load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
 # Longest build first: the job's connection takes the last ones when its rollups are merged.
 _JOB_INDEXES = {
-    "origin_rows": f"btree (({finegrid.SQL.format(v='oy')}), ox)"
-    " INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id)",
-    "destination_rows": f"btree (({finegrid.SQL.format(v='dy')}), dx)"
-    " INCLUDE (dy, started_at, region_id, id, datasource_id)",
+    "origin_rows": "btree (ofr, ox) INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id)",
+    "destination_rows": "btree (dfr, dx) INCLUDE (dy, started_at, region_id, id, datasource_id)",
     "id": "btree (id)",
     "started_at": "brin (started_at)",
 }
@@ -547,10 +544,13 @@ def _finalize(
     if rows < settings.small_job_rows:
         _apply_rollups(load, name, partials, timings)
         load.execute(
-            sql.SQL(
-                "INSERT INTO trips_p0 SELECT id, 0, ingestion_id, region_id, datasource_id, "
-                "started_at, origin, destination, ox, oy, dx, dy FROM {}"
-            ).format(table)
+            sql.SQL("INSERT INTO trips_p0 ({}) SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+                sql.SQL(", ").join(
+                    sql.SQL("0") if c == "part" else sql.Identifier(c) for c in COLUMNS
+                ),
+                table,
+            )
         )
         load.execute(sql.SQL("DROP TABLE {}").format(table))
         return

@@ -7,7 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
+from service.analytics import finegrid
 from service.settings import Settings
 from tests.helpers import ingest, query
 
@@ -56,6 +58,39 @@ def test_values_are_stored_exactly(db_url: str, settings: Settings, tmp_path: Pa
         -10.25,
     )
     assert row["srid"] == 4326 and row["ts"] == "2018-05-28 09:03:41.25"
+
+
+def test_stored_fine_rows_equal_the_sql_definition(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """The loader's ofr/dfr (numpy) are exactly finegrid's SQL expression of oy/dy, for values on
+    and a hair beside cell and fine-row bounds, negative ones included, through both paths: a
+    small job (moved into trips_p0) and a large one (a partition of its own). finegrid.SQL
+    is the expression db/migrations/020 backfilled stored rows with."""
+    values = ["0", "-0", "1e-9", "-1e-9", "90", "-90", "53.55", "-23.55", "0.07", "-0.07"]
+    for k in range(-30, 31):
+        for tail in ("", "0000001", "9999999"):
+            values.append(f"{k * 0.001 + 45.06:.3f}{tail}")
+            values.append(f"{-(k * 0.001) - 23.51:.3f}{tail}")
+    lines = [
+        f"R,POINT (1 {a}),POINT (2 {b}),2018-01-01 00:00:00,x"
+        for a, b in zip(values, values[::-1], strict=True)
+    ]
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_text(HEADER + "\n".join(lines) + "\n")
+    large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
+    assert ingest(db_url, settings, small)["state"] == "succeeded"
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    assert ingest(db_url, big, large)["state"] == "succeeded"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        got = conn.execute(
+            sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE tableoid = 'trips_p0'::regclass),"
+                " count(*) FILTER (WHERE ofr IS DISTINCT FROM {} OR dfr IS DISTINCT FROM {})"
+                " FROM trips"
+            ).format(sql.SQL(finegrid.SQL.format(v="oy")), sql.SQL(finegrid.SQL.format(v="dy")))
+        ).fetchone()
+    assert got == (2 * len(lines), len(lines), 0)
 
 
 def test_rejections_recorded_with_line_numbers(

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 
+from service.analytics import finegrid
 from service.ingest.encode import COLUMNS, ROW, encode_rows
 
 
@@ -27,6 +28,9 @@ def test_rows_keep_file_order_and_every_field() -> None:
     for geo, plain, v in (("ox", "ox_plain", ox), ("oy", "oy_plain", oy), ("dy", "dy_plain", dy)):
         assert np.array_equal(rows[geo], v) and np.array_equal(rows[plain], v)
     assert set(rows["nfields"].tolist()) == {len(COLUMNS)}
+    # the fine rows of the two ends (the raw-point indexes' first keys, db/migrations/020)
+    assert np.array_equal(rows["ofr"], finegrid.fine_array(oy))
+    assert np.array_equal(rows["dfr"], finegrid.fine_array(dy))
 
 
 def test_first_row_decodes_as_postgresql_reads_it() -> None:
@@ -59,3 +63,6 @@ def test_first_row_decodes_as_postgresql_reads_it() -> None:
     assert struct.unpack(">d", values["oy"])[0] == -53.25
     assert struct.unpack(">d", values["dx"])[0] == -0.125
     assert struct.unpack(">d", values["dy"])[0] == 45.0
+    # fine rows: floor(-53.25 / 0.01) = -5325 -> fine row -53250; 45.0 -> 45000
+    assert struct.unpack(">i", values["ofr"])[0] == -53250
+    assert struct.unpack(">i", values["dfr"])[0] == 45000
