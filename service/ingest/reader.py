@@ -497,23 +497,62 @@ def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, 
     return x, y
 
 
+def _offsets_data(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (n + 1) and the bytes of a string array without nulls."""
+    offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
+    data = col.buffers()[2]
+    return offsets, np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+# _CANON_DATETIME by position: 19 bytes, ASCII digits but at these separators.
+_DT_WIDTH = 19
+_DT_SEPARATORS = {4: ord("-"), 7: ord("-"), 10: ord(" "), 13: ord(":"), 16: ord(":")}
+_DT_DIGITS = [k for k in range(_DT_WIDTH) if k not in _DT_SEPARATORS]
+
+
+def _canon_datetimes(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(canon, digits): which values match _CANON_DATETIME, and the (canonical values, 19)
+    matrix of their byte values minus '0'. The same test as the regex, on the bytes: a value of
+    19 bytes with an ASCII digit or the separator at each position (a non-ASCII character takes
+    several bytes, none of them a digit or separator). A block whose values are all 19 bytes
+    long is one matrix of its string data, with no gather (the usual case)."""
+    n = len(col)
+    offsets, data = _offsets_data(col)
+    width = np.diff(offsets) == _DT_WIDTH
+    if width.all():
+        start = int(offsets[0])
+        rows = data[start : start + n * _DT_WIDTH].reshape(n, _DT_WIDTH)
+    else:
+        rows = data[offsets[:-1][width][:, None] + np.arange(_DT_WIDTH)]
+    good = np.ones(len(rows), dtype=bool)
+    for k, c in _DT_SEPARATORS.items():
+        good &= rows[:, k] == c
+    rows = rows - np.uint8(48)  # wraps below '0': a digit is then a value below 10
+    good &= (rows[:, _DT_DIGITS] < 10).all(axis=1)
+    canon = width.copy()
+    canon[width] = good
+    return canon, rows[good]
+
+
 def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
     """Naive timestamps as microseconds since 2000-01-01 (PostgreSQL's rounding of fractions)."""
     n = len(col)
     y, mo, d, h, mi, s = (np.ones(n, np.int64) for _ in range(6))
     frac_us = np.zeros(n, np.int64)
-    # Canonical 'YYYY-MM-DD HH:MM:SS' values (a capture-free match) are read by position
-    # straight from the string data; only the others go through the capturing regex.
-    canon = _np(pc.fill_null(pc.match_substring_regex(col, _CANON_DATETIME), False), "bool")
+    # Canonical 'YYYY-MM-DD HH:MM:SS' values are read by position straight from the string
+    # data; only the others go through the capturing regex.
+    col = col.cast(pa.string()) if col.type != pa.string() else col
+    if col.null_count:
+        canon = _np(pc.fill_null(pc.match_substring_regex(col, _CANON_DATETIME), False), "bool")
+        offsets, data = _offsets_data(col)
+        digits = data[offsets[:-1][canon][:, None] + np.arange(_DT_WIDTH)] - np.uint8(48)
+    else:
+        canon, digits = _canon_datetimes(col)
     ok = canon.copy()
     if canon.any():
-        col = col.cast(pa.string()) if col.type != pa.string() else col
-        offsets = np.frombuffer(col.buffers()[1], np.int32, n + 1, col.offset * 4)
-        data = np.frombuffer(col.buffers()[2], np.uint8)
-        digits = data[offsets[:-1][canon][:, None] + np.arange(19)].astype(np.int64) - 48
 
         def num(a: int, b: int) -> np.ndarray:
-            v = digits[:, a]
+            v = digits[:, a].astype(np.int64)
             for k in range(a + 1, b):
                 v = v * 10 + digits[:, k]
             return v
@@ -562,13 +601,37 @@ def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
     return us - PG_EPOCH_US
 
 
+# The first bytes of the UTF-8 whitespace characters that utf8_trim_whitespace removes (ASCII
+# controls and space; U+0085 and U+00A0; U+1680 and U+180E; U+2000-U+205F; U+3000; and U+FEFF,
+# to be safe): a value that is only whitespace starts with one of them.
+_SPACE_LEADS = np.zeros(256, dtype=bool)
+_SPACE_LEADS[:0x21] = True
+_SPACE_LEADS[[0xC2, 0xE1, 0xE2, 0xE3, 0xEF]] = True
+
+
 def _names(col: pa.Array, name: str, reasons: np.ndarray) -> None:
-    trimmed_len = _np(pc.utf8_length(pc.utf8_trim_whitespace(col)), "int64")
-    reasons[(reasons == None) & (trimmed_len == 0)] = f"{name} is empty"  # noqa: E711
-    too_long = _np(pc.utf8_length(col), "int64") > MAX_NAME_CHARS
-    reasons[(reasons == None) & too_long] = (  # noqa: E711
-        f"{name} longer than {MAX_NAME_CHARS} characters"
-    )
+    """Empty (after trimming whitespace) or too long names. The exact tests run only on the
+    values that could fail them: those empty or starting with a whitespace byte, and those
+    longer in bytes than the limit in characters."""
+    if col.null_count or col.type != pa.string():
+        idx_empty = idx_long = np.arange(len(col))
+    else:
+        offsets, data = _offsets_data(col)
+        nbytes = np.diff(offsets)
+        first = data[np.minimum(offsets[:-1], max(len(data) - 1, 0))] if len(data) else nbytes
+        idx_empty = np.flatnonzero((nbytes == 0) | _SPACE_LEADS[first])
+        idx_long = np.flatnonzero(nbytes > MAX_NAME_CHARS)
+    if len(idx_empty):
+        sub = pc.take(col, pa.array(idx_empty))
+        trimmed_len = _np(pc.utf8_length(pc.utf8_trim_whitespace(sub)), "int64")
+        hit = idx_empty[trimmed_len == 0]
+        reasons[hit[reasons[hit] == None]] = f"{name} is empty"  # noqa: E711
+    if len(idx_long):
+        sub = pc.take(col, pa.array(idx_long))
+        hit = idx_long[_np(pc.utf8_length(sub), "int64") > MAX_NAME_CHARS]
+        reasons[hit[reasons[hit] == None]] = (  # noqa: E711
+            f"{name} longer than {MAX_NAME_CHARS} characters"
+        )
 
 
 def validate(arrays: dict[str, pa.Array], lines: np.ndarray, raw_of: Any) -> Batch:

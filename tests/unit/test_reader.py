@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.ingest import reader
 from service.ingest.reader import PG_EPOCH_US, FileFormatError, TripReader
@@ -221,3 +225,49 @@ def test_blocks_parsed_in_parallel_keep_order_and_line_numbers(tmp_path: Path) -
         assert rows == len(expected_ts)
         assert ts == expected_ts  # file order
         assert [r[0] for r in rej] == expected_bad
+
+
+# Values near the canonical spellings: every byte position mutated to a digit, a separator, a
+# letter, a space, a non-ASCII digit or whitespace character; lengths one off.
+_NEAR_DATETIME = st.lists(
+    st.sampled_from(list("0123456789-: T.xé٣\u00a0\u3000\t")), min_size=17, max_size=21
+).map("".join) | st.builds(
+    lambda base, k, c: base[:k] + c + base[k + 1 :],
+    st.sampled_from(["2018-05-28 09:03:41", "1999-12-31 23:59:59", "0000-00-00 00:00:00"]),
+    st.integers(0, 19),
+    st.sampled_from(list("0123456789-: T/é٣\u00a0")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NEAR_DATETIME, min_size=1, max_size=40))
+def test_canonical_datetimes_by_position_equal_the_regex(values: list[str]) -> None:
+    """_canon_datetimes reads the canonical values by byte position: exactly the values that
+    _CANON_DATETIME matches, whatever their lengths (all 19 bytes, or mixed)."""
+    col = pa.array(values, pa.string())
+    canon, digits = reader._canon_datetimes(col)
+    expected = [re.fullmatch(reader._CANON_DATETIME.strip("^$"), v) is not None for v in values]
+    assert canon.tolist() == expected
+    assert [bytes((digits[i] + 48).astype(np.uint8)).decode() for i in range(len(digits))] == [
+        v for v, ok in zip(values, expected, strict=True) if ok
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(st.sampled_from(list("ab é\t\u00a0\u2003\u3000\ufeff\x1f\u0085\u1680")), max_size=6)
+        | st.sampled_from(["x" * 200, "é" * 101, "é" * 200, "a" * 201]),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_name_checks_on_candidates_equal_the_whole_column(values: list[str]) -> None:
+    """_names tests only the values that could fail (empty or starting with a whitespace byte;
+    longer in bytes than the limit): the same reasons as testing every value with pyarrow."""
+    got = np.full(len(values), None, dtype=object)
+    reader._names(pa.array(values, pa.string()), "region", got)
+    expected = np.full(len(values), None, dtype=object)
+    reader._names(pa.array(values, pa.large_string()), "region", expected)  # every value
+    assert got.tolist() == expected.tolist()
+    assert all(r is not None for v, r in zip(values, got, strict=True) if v == "" or len(v) > 200)
