@@ -5,9 +5,10 @@ end of the trip. An area is answered from the rollup's cells and corrected with 
 only where the two disagree. The raw points are read through covering B-trees keyed by (fine row
 of 0.001 degrees, x) over plain coordinates (db/migrations/014; the fine rows stored as ofr and
 dfr since 020): index-only scans, one descent per fine row.
-- a box: the cells taken are those it covers more than half of on each axis; the raw points read
-  are those of the box outside the taken cells (added) and those of the taken cells outside the
-  box (taken off), never more than half a cell deep (box_plan);
+- a box: the cells taken are those it covers more than half of on each axis, read as the whole
+  blocks of 5 x 5 cells among them plus the fringe of cells around (inner_rects; db/migrations
+  021); the raw points read are those of the box outside the taken cells (added) and those of
+  the taken cells outside the box (taken off), never more than half a cell deep (box_plan);
 - a polygon: cells it covers are taken whole; a cell cut by its edge is split into sub-cells
   along the fine grid, classed inside / outside / cut, and counted from its inside sub-cells'
   points plus the covered points of its cut ones, or as its rollup total minus its outside
@@ -39,6 +40,7 @@ from psycopg.pq import TransactionStatus
 
 from service.analytics import finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
+from service.ingest.rollups import BLOCK
 
 # A margin, in degrees, far above floating-point error and far below any cell.
 EPS = 1e-9
@@ -133,12 +135,66 @@ _REGION_ROLLUP = sql.SQL("""
       AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))
     GROUP BY week""")
 
-_BOX_INNER = sql.SQL("""
-    SELECT week, sum(trips)::bigint FROM weekly_cell_trips
-    WHERE side = %(side)s AND cx BETWEEN %(cx0)s AND %(cx1)s AND cy BETWEEN %(cy0)s AND %(cy1)s
+# One rectangle of rollup rows (cells, or blocks of BLOCK x BLOCK cells) of a box's inner part:
+# {columns} is a range of cx, or (for the fringe strips around the blocks) `cx = ANY(...)`, one
+# descent per column, which reads only the strip's rows of cy instead of every cy of each cx.
+_INNER_RECT = sql.SQL("""
+    SELECT week, trips FROM weekly_cell_trips
+    WHERE side = {side} AND {columns} AND cy BETWEEN {y0} AND {y1}
       AND week BETWEEN %(w0)s AND %(w1)s
-      AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))
-    GROUP BY week""")
+      AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))""")
+
+
+def _block_span(c0: int, c1: int) -> tuple[int, int]:
+    """The blocks [b0, b1] whose cells all lie in cells [c0, c1] (b0 > b1: none)."""
+    return -(-c0 // BLOCK), (c1 + 1) // BLOCK - 1
+
+
+def inner_rects(cx0: int, cx1: int, cy0: int, cy1: int) -> list[tuple[bool, int, int, int, int]]:
+    """Disjoint rectangles of rollup rows whose union is the cells [cx0, cx1] x [cy0, cy1]:
+    (block, x0, x1, y0, y1). The blocks wholly inside (block = True: their indexes), then the
+    fringe of cells around them, up to four strips; or the cells alone when no block fits."""
+    bx0, bx1 = _block_span(cx0, cx1)
+    by0, by1 = _block_span(cy0, cy1)
+    if bx0 > bx1 or by0 > by1:
+        return [(False, cx0, cx1, cy0, cy1)]
+    kx0, kx1, ky0, ky1 = bx0 * BLOCK, (bx1 + 1) * BLOCK - 1, by0 * BLOCK, (by1 + 1) * BLOCK - 1
+    fringe = [
+        (False, cx0, kx0 - 1, cy0, cy1),
+        (False, kx1 + 1, cx1, cy0, cy1),
+        (False, kx0, kx1, cy0, ky0 - 1),
+        (False, kx0, kx1, ky1 + 1, cy1),
+    ]
+    return [(True, bx0, bx1, by0, by1)] + [r for r in fringe if r[1] <= r[2] and r[3] <= r[4]]
+
+
+def _inner_query(side: str, cells: dict[str, int], params: dict[str, Any]) -> sql.Composed:
+    """The trips per week of the box's cell rectangle R, from whole blocks and fringe cells."""
+    scans = []
+    params["bside"] = side.upper()
+    rects = inner_rects(cells["cx0"], cells["cx1"], cells["cy0"], cells["cy1"])
+    for k, (block, x0, x1, y0, y1) in enumerate(rects):
+        names = {n: f"r{k}{n}" for n in ("x0", "x1", "y0", "y1", "xs")}
+        params |= {names["x0"]: x0, names["x1"]: x1, names["y0"]: y0, names["y1"]: y1}
+        if block or len(rects) == 1:
+            columns = sql.SQL("cx BETWEEN {} AND {}").format(
+                sql.Placeholder(names["x0"]), sql.Placeholder(names["x1"])
+            )
+        else:
+            params[names["xs"]] = list(range(x0, x1 + 1))
+            columns = sql.SQL("cx = ANY({}::int[])").format(sql.Placeholder(names["xs"]))
+        scans.append(
+            _INNER_RECT.format(
+                side=sql.Placeholder("bside" if block else "side"),
+                columns=columns,
+                y0=sql.Placeholder(names["y0"]),
+                y1=sql.Placeholder(names["y1"]),
+            )
+        )
+    return sql.SQL("SELECT week, sum(trips)::bigint FROM ({}) r GROUP BY week").format(
+        sql.SQL(" UNION ALL ").join(scans)
+    )
+
 
 # The raw points where the box and the rollup's cell rectangle R disagree: +1 for a point of the
 # box whose cell is outside R, -1 for a point of R's cells outside the box (see box_plan).
@@ -655,7 +711,7 @@ async def _one_end(
             if group
         ]
         if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
-            parts.append(Part(_BOX_INNER, p))
+            parts.append(Part(_inner_query(side, cells, p), p))
         return parts
     minx, miny, maxx, maxy = area.bounds
     p |= {

@@ -32,6 +32,11 @@ _DAY0_WEEKDAY = 5
 BUFFER_ROWS = 65_536  # rows held before a reduction (4 MiB for the widest table)
 SPLIT_BYTES = 8 << 20  # bytes of the file per split of a job's spilled rows (~5 MiB of rows)
 ENCODE_ROWS = 65_536  # rows per binary COPY chunk of the totals
+# Blocks of BLOCK x BLOCK rollup cells: weekly_cell_trips also holds each block's trips per week,
+# region and end, under the sides 'O' and 'D' (db/migrations/021), so that a big box's inner
+# rectangle is read as whole blocks plus a fringe of cells (service/analytics/weekly.py).
+BLOCK = 5
+_BLOCK_SIDE = np.uint8(ord("o") - ord("O"))  # 'o' - 32 = 'O', 'd' - 32 = 'D'
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ class JobRollups:
     def __init__(self, params: Params, bytes_total: int = 0):
         self.params = params
         self._top: Columns | None = None
+        # the blocks' totals, from the cells' totals (a job's few thousand rows)
+        self._blocks = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], 1)
         splits = int(min(max(bytes_total // SPLIT_BYTES, 1), 256))
         self.tables = {
             "weekly": Rollup(
@@ -253,7 +260,8 @@ class JobRollups:
         """The binary COPY stream (header, one row per key, trailer) of one rollup's totals.
 
         For the clusters, it also keeps each region's first `top_size` clusters of the job by
-        (trips DESC, key), for `top_candidates`."""
+        (trips DESC, key), for `top_candidates`; the cells' stream ends with their blocks' rows
+        (BLOCK)."""
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
@@ -264,7 +272,21 @@ class JobRollups:
                 )
             if n and name == "clusters":
                 self._keep_top(rows)
+            if n and name == "cells":
+                self._blocks.add(block_rows(rows))
+        if name == "cells":
+            yield from self.copy_rows(self._blocks)
         yield TRAILER
+
+    @staticmethod
+    def copy_rows(table: Rollup) -> Iterator[bytes]:
+        """Binary COPY rows (no header or trailer) of a rollup's totals."""
+        for rows in table.totals():
+            n = len(rows[table.keys[0]])
+            for lo in range(0, n, ENCODE_ROWS):
+                yield binary_rows(
+                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in table.columns]
+                )
 
     def _keep_top(self, rows: Columns) -> None:
         keys = self.tables["clusters"].keys
@@ -290,6 +312,20 @@ class JobRollups:
     def close(self) -> None:
         for t in self.tables.values():
             t.close()
+        self._blocks.close()
 
 
-__all__ = ["Params", "JobRollups", "week_days", "buckets", "cells"]
+def block_rows(cells: Columns) -> Columns:
+    """Cell rows (side 'o'/'d', cx, cy, week, region_id, trips) as rows of their blocks (side
+    'O'/'D', floor(cx / BLOCK), floor(cy / BLOCK)), not yet summed."""
+    return {
+        "side": cells["side"] - _BLOCK_SIDE,
+        "cx": np.floor_divide(cells["cx"], BLOCK),
+        "cy": np.floor_divide(cells["cy"], BLOCK),
+        "week": cells["week"],
+        "region_id": cells["region_id"],
+        "trips": cells["trips"],
+    }
+
+
+__all__ = ["Params", "JobRollups", "week_days", "buckets", "cells", "block_rows", "BLOCK"]

@@ -23,8 +23,9 @@ _DIFFS = {
         FROM trips GROUP BY 1, 2, 3
         ---
         SELECT region_id, week, datasource_id, trips, last_at FROM weekly_trips""",
+    # cells (sides o, d) and their blocks of 5 x 5 cells (sides O, D; migration 021)
     "weekly_cell_trips": """
-        SELECT side, cx, cy, week, region_id, count(*)::bigint FROM (
+        WITH s AS (
             SELECT 'o'::"char" AS side, floor(ST_X(origin) / g.cell)::int AS cx,
                    floor(ST_Y(origin) / g.cell)::int AS cy,
                    date_trunc('week', started_at)::date AS week, region_id
@@ -33,7 +34,12 @@ _DIFFS = {
             SELECT 'd', floor(ST_X(destination) / g.cell)::int,
                    floor(ST_Y(destination) / g.cell)::int,
                    date_trunc('week', started_at)::date, region_id
-            FROM trips, rollup_grid g) s GROUP BY 1, 2, 3, 4, 5
+            FROM trips, rollup_grid g)
+        SELECT side, cx, cy, week, region_id, count(*)::bigint FROM s GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        SELECT CASE side WHEN 'o' THEN 'O'::"char" ELSE 'D' END, floor(cx / 5.0)::int,
+               floor(cy / 5.0)::int, week, region_id, count(*)::bigint
+        FROM s GROUP BY 1, 2, 3, 4, 5
         ---
         SELECT side, cx, cy, week, region_id, trips FROM weekly_cell_trips""",
     "trip_clusters": """

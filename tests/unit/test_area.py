@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from service.analytics import finegrid
 from service.analytics.area import AreaError, parse_bbox, parse_geometry, parse_match
 from service.analytics.clusters import bucket_label, parse_time
-from service.analytics.weekly import ShapePlan, box_plan, fine_cells, shape_plan
+from service.analytics.weekly import ShapePlan, box_plan, fine_cells, inner_rects, shape_plan
+from service.ingest.rollups import BLOCK
 
 
 @pytest.mark.parametrize(
@@ -219,3 +220,31 @@ def test_fine_grid_nests_in_cells_and_is_monotone(a: float, b: float, ulps: int)
         assert lo[0] - 1e-12 <= v <= hi[0] + 1e-12
     lo_v, hi_v = sorted((a, b))
     assert finegrid.fine(lo_v) <= finegrid.fine(hi_v)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(-40, 40),
+    st.integers(0, 30),
+    st.integers(-40, 40),
+    st.integers(0, 30),
+)
+def test_inner_rects_cover_the_cells_once(cx0: int, w: int, cy0: int, h: int) -> None:
+    """The whole blocks and the fringe strips of a box's cell rectangle hold each of its cells
+    exactly once (negative cells included: blocks are floor(cell / 5))."""
+    cx1, cy1 = cx0 + w, cy0 + h
+    seen: list[tuple[int, int]] = []
+    for block, x0, x1, y0, y1 in inner_rects(cx0, cx1, cy0, cy1):
+        assert x0 <= x1 and y0 <= y1
+        for a in range(x0, x1 + 1):
+            for b in range(y0, y1 + 1):
+                if block:
+                    seen += [
+                        (a * BLOCK + i, b * BLOCK + j) for i in range(BLOCK) for j in range(BLOCK)
+                    ]
+                else:
+                    seen.append((a, b))
+    expected = [(a, b) for a in range(cx0, cx1 + 1) for b in range(cy0, cy1 + 1)]
+    assert sorted(seen) == expected
+    if w >= 2 * BLOCK - 1 and h >= 2 * BLOCK - 1:  # room for a whole block: it is used
+        assert inner_rects(cx0, cx1, cy0, cy1)[0][0]
