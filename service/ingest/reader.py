@@ -498,7 +498,7 @@ def _points(col: pa.Array, name: str, reasons: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _offsets_data(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The offsets (n + 1) and the bytes of a string array without nulls."""
+    """The offsets (n + 1) and the bytes of a string array (a null's slot is usually empty)."""
     offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
     data = col.buffers()[2]
     return offsets, np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
@@ -514,11 +514,14 @@ def _canon_datetimes(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(canon, digits): which values match _CANON_DATETIME, and the (canonical values, 19)
     matrix of their byte values minus '0'. The same test as the regex, on the bytes: a value of
     19 bytes with an ASCII digit or the separator at each position (a non-ASCII character takes
-    several bytes, none of them a digit or separator). A block whose values are all 19 bytes
-    long is one matrix of its string data, with no gather (the usual case)."""
+    several bytes, none of them a digit or separator); a null is not canonical. A block whose
+    values are all 19 bytes long is one matrix of its string data, with no gather (the usual
+    case)."""
     n = len(col)
     offsets, data = _offsets_data(col)
     width = np.diff(offsets) == _DT_WIDTH
+    if col.null_count:
+        width &= _np(col.is_valid(), "bool")
     if width.all():
         start = int(offsets[0])
         rows = data[start : start + n * _DT_WIDTH].reshape(n, _DT_WIDTH)
@@ -542,12 +545,7 @@ def _timestamps(col: pa.Array, reasons: np.ndarray) -> np.ndarray:
     # Canonical 'YYYY-MM-DD HH:MM:SS' values are read by position straight from the string
     # data; only the others go through the capturing regex.
     col = col.cast(pa.string()) if col.type != pa.string() else col
-    if col.null_count:
-        canon = _np(pc.fill_null(pc.match_substring_regex(col, _CANON_DATETIME), False), "bool")
-        offsets, data = _offsets_data(col)
-        digits = data[offsets[:-1][canon][:, None] + np.arange(_DT_WIDTH)] - np.uint8(48)
-    else:
-        canon, digits = _canon_datetimes(col)
+    canon, digits = _canon_datetimes(col)
     ok = canon.copy()
     if canon.any():
 

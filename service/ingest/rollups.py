@@ -265,28 +265,16 @@ class JobRollups:
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
+            yield from _copy_rows(table, rows)
             n = len(rows[table.keys[0]])
-            for lo in range(0, n, ENCODE_ROWS):
-                yield binary_rows(
-                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in table.columns]
-                )
             if n and name == "clusters":
                 self._keep_top(rows)
             if n and name == "cells":
                 self._blocks.add(block_rows(rows))
         if name == "cells":
-            yield from self.copy_rows(self._blocks)
+            for rows in self._blocks.totals():
+                yield from _copy_rows(self._blocks, rows)
         yield TRAILER
-
-    @staticmethod
-    def copy_rows(table: Rollup) -> Iterator[bytes]:
-        """Binary COPY rows (no header or trailer) of a rollup's totals."""
-        for rows in table.totals():
-            n = len(rows[table.keys[0]])
-            for lo in range(0, n, ENCODE_ROWS):
-                yield binary_rows(
-                    [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in table.columns]
-                )
 
     def _keep_top(self, rows: Columns) -> None:
         keys = self.tables["clusters"].keys
@@ -313,6 +301,14 @@ class JobRollups:
         for t in self.tables.values():
             t.close()
         self._blocks.close()
+
+
+def _copy_rows(table: Rollup, rows: Columns) -> Iterator[bytes]:
+    """Binary COPY rows (no header or trailer) of some of a rollup's totals, in chunks."""
+    for lo in range(0, len(rows[table.keys[0]]), ENCODE_ROWS):
+        yield binary_rows(
+            [(_TYPES.get(c, "int4"), rows[c][lo : lo + ENCODE_ROWS]) for c in table.columns]
+        )
 
 
 def block_rows(cells: Columns) -> Columns:

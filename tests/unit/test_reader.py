@@ -251,6 +251,9 @@ def test_canonical_datetimes_by_position_equal_the_regex(values: list[str]) -> N
     assert [bytes((digits[i] + 48).astype(np.uint8)).decode() for i in range(len(digits))] == [
         v for v, ok in zip(values, expected, strict=True) if ok
     ]
+    # a null among them is not canonical, the others unchanged
+    canon, _ = reader._canon_datetimes(pa.array([None, *values], pa.string()))
+    assert canon.tolist() == [False, *expected]
 
 
 @settings(max_examples=300, deadline=None)
