@@ -10,11 +10,21 @@ import pytest
 import shapely
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from service.analytics import finegrid
 from service.analytics.area import AreaError, parse_bbox, parse_geometry, parse_match
 from service.analytics.clusters import bucket_label, parse_time
-from service.analytics.weekly import ShapePlan, box_plan, fine_cells, inner_rects, shape_plan
+from service.analytics.weekly import (
+    EDGE_SPLIT_ROWS,
+    ShapePlan,
+    _edge_halves,
+    _strip_scans,
+    box_plan,
+    fine_cells,
+    inner_rects,
+    shape_plan,
+)
 from service.ingest.rollups import BLOCK
 
 
@@ -99,6 +109,31 @@ def test_box_plan_covers_exactly(
             assert min(box.maxx, (c + 1) * g) - max(box.minx, c * g) >= g / 2 - 1e-12
         for c in (cells["cy0"], cells["cy1"]):
             assert min(box.maxy, (c + 1) * g) - max(box.miny, c * g) >= g / 2 - 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-179, 179), st.floats(-89, 89), st.floats(0, 0.5), st.floats(0, 0.5))
+def test_edge_halves_deal_every_row_once(x: float, y: float, w: float, h: float) -> None:
+    """The two parts of a box's edge query hold, between them, each fine row of each strip once
+    (a point is in one fine row, so it is read by one part), and neither is empty."""
+    box = parse_bbox(f"{x!r},{y!r},{x + w!r},{y + h!r}")
+    assert box is not None
+    _, strips = box_plan(box, 0.01)
+    params: dict[str, Any] = {}
+    _strip_scans(sql.Identifier("ox"), sql.Identifier("oy"), sql.Identifier("ofr"), strips, params)
+    halves = _edge_halves(params, len(strips))
+    names = [f"s{k}rows" for k in range(len(strips))]
+    if halves is None:  # split by strips: a small edge, or a strip read as a range
+        assert not all(n in params for n in names) or (
+            sum(len(params[n]) for n in names) <= EDGE_SPLIT_ROWS
+        )
+        return
+    assert 1 <= len(halves) <= 2
+    for name in names:
+        dealt = [r for half in halves for r in half[name]]
+        assert sorted(dealt) == sorted(params[name]) and len(set(dealt)) == len(dealt)
+    for half in halves:
+        assert any(half[n] for n in names)
 
 
 def _plan_count(plan: ShapePlan, geom: object, points: list[tuple[float, float]], g: float) -> int:

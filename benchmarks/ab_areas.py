@@ -1,0 +1,68 @@
+"""Latency of one build of the weekly-average code over the benchmark's areas, for A/B runs.
+
+For each match, over the areas of benchmarks.queries (seed 0: 30+ boxes, 5 polygons), the median
+of three runs of each area, then p50 / p95 / max over the areas, and the sum of the answers (equal
+between builds, or one of them is wrong). Run it alternately on two checkouts against one kept
+store (`make benchmark ... --keep-db`):
+
+    PYTHONPATH=. python -m benchmarks.ab_areas URL origin,destination LABEL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from benchmarks.queries import _boxes, _extents, _pct, _polygons
+from service.analytics import weekly
+from service.analytics.area import parse_geometry
+from service.db.pool import spare_connection as pool_spare
+
+
+async def _main(url: str, matches: list[str], label: str) -> None:
+    rng = random.Random(0)
+    out = {}
+    async with (
+        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
+        ext = await _extents(conn)
+        boxes = _boxes(rng, ext, max(30, 6 * len(ext)))
+        polygons = [parse_geometry(t) for t in _polygons(rng, ext, 5)]
+        for m in matches:
+            for name, areas in (("bbox", boxes), ("polygon", polygons)):
+                medians, trips = [], 0
+                for area in areas:
+                    runs = []
+                    for _ in range(3):
+                        t = time.perf_counter()
+                        answer = await weekly.weekly_average(
+                            conn,
+                            region=None,
+                            area=area,
+                            start=None,
+                            end=None,
+                            match=m,
+                            spare=lambda: pool_spare(pool),
+                        )
+                        runs.append((time.perf_counter() - t) * 1000)
+                    medians.append(statistics.median(runs))
+                    trips += answer["trips"]
+                out[f"{name}_{m}"] = {
+                    "p50": round(statistics.median(medians), 1),
+                    "p95": round(_pct(medians, 0.95), 1),
+                    "max": round(max(medians), 1),
+                    "sum_trips": trips,
+                }
+    print(label, json.dumps(out))
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1], sys.argv[2].split(","), sys.argv[3]))
