@@ -18,6 +18,7 @@ from service.analytics.clusters import bucket_label, parse_time
 from service.analytics.weekly import (
     EDGE_SPLIT_ROWS,
     ShapePlan,
+    _cells_of_blocks,
     _edge_halves,
     _strip_scans,
     box_plan,
@@ -283,3 +284,25 @@ def test_inner_rects_cover_the_cells_once(cx0: int, w: int, cy0: int, h: int) ->
     assert sorted(seen) == expected
     if w >= 2 * BLOCK - 1 and h >= 2 * BLOCK - 1:  # room for a whole block: it is used
         assert inner_rects(cx0, cx1, cy0, cy1)[0][0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sets(st.tuples(st.integers(-40, 40), st.integers(-40, 40)), max_size=30),
+    st.integers(-30, 30),
+    st.integers(0, 25),
+    st.integers(-30, 30),
+    st.integers(0, 25),
+)
+def test_cells_of_blocks_hold_every_cell_with_trips(
+    held: set[tuple[int, int]], cx0: int, w: int, cy0: int, h: int
+) -> None:
+    """A polygon's candidate cells, from the blocks that hold trips: every cell of the range that
+    holds trips is among them, each once, and none outside the range or the blocks."""
+    cx1, cy1 = cx0 + w, cy0 + h
+    blocks = sorted({(x // BLOCK, y // BLOCK) for x, y in held})
+    cells = _cells_of_blocks(blocks, cx0, cx1, cy0, cy1)
+    assert len(cells) == len(set(cells))
+    assert {c for c in held if cx0 <= c[0] <= cx1 and cy0 <= c[1] <= cy1} <= set(cells)
+    for x, y in cells:
+        assert cx0 <= x <= cx1 and cy0 <= y <= cy1 and (x // BLOCK, y // BLOCK) in blocks
