@@ -21,6 +21,7 @@ from service.analytics.weekly import (
     _cells_of_blocks,
     _edge_halves,
     _strip_scans,
+    _whole_blocks,
     box_plan,
     fine_cells,
     inner_rects,
@@ -306,3 +307,14 @@ def test_cells_of_blocks_hold_every_cell_with_trips(
     assert {c for c in held if cx0 <= c[0] <= cx1 and cy0 <= c[1] <= cy1} <= set(cells)
     for x, y in cells:
         assert cx0 <= x <= cx1 and cy0 <= y <= cy1 and (x // BLOCK, y // BLOCK) in blocks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.tuples(st.integers(-12, 12), st.integers(-12, 12)), max_size=400))
+def test_whole_blocks_read_each_whole_cell_once(whole: set[tuple[int, int]]) -> None:
+    """A polygon's whole cells read as whole blocks plus the cells left: each whole cell once,
+    no other cell, and a block only when all its cells are whole."""
+    blocks, cells = _whole_blocks(sorted(whole))
+    read = [(x, y) for bx, by in blocks for x in range(bx * BLOCK, (bx + 1) * BLOCK)
+            for y in range(by * BLOCK, (by + 1) * BLOCK)] + cells  # fmt: skip
+    assert sorted(read) == sorted(whole)
