@@ -1,11 +1,14 @@
 """Latency of one build of the weekly-average code over the benchmark's areas, for A/B runs.
 
-For each match, over the areas of benchmarks.queries (seed 0: 30+ boxes, 5 polygons), the median
-of three runs of each area, then p50 / p95 / max over the areas, and the sum of the answers (equal
-between builds, or one of them is wrong). Run it alternately on two checkouts against one kept
-store (`make benchmark ... --keep-db`):
+For each match, over the areas of benchmarks.queries (30+ boxes, 5 polygons, drawn with SEED:
+default 42, the seed `make benchmark` uses; the logs of 2026-12-03 used 0, whose polygons are
+bigger: `both` counts 1.77M trips over its five on 10M trips, 314k over seed 42's), the median
+of three runs of each
+area, then p50 / p95 / max over the areas, and the sum of the answers (equal between builds, or
+one of them is wrong). Run it alternately on two checkouts against one kept store
+(`make benchmark ... --keep-db`):
 
-    PYTHONPATH=. python -m benchmarks.ab_areas URL origin,destination LABEL
+    PYTHONPATH=. python -m benchmarks.ab_areas URL origin,destination LABEL [SEED]
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from service.analytics.area import parse_geometry
 from service.db.pool import spare_connection as pool_spare
 
 
-async def _main(url: str, matches: list[str], label: str) -> None:
-    rng = random.Random(0)
+async def _main(url: str, matches: list[str], label: str, seed: int) -> None:
+    rng = random.Random(seed)
     out = {}
     async with (
         AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
@@ -65,4 +68,5 @@ async def _main(url: str, matches: list[str], label: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1], sys.argv[2].split(","), sys.argv[3]))
+    seed = int(sys.argv[4]) if len(sys.argv) > 4 else 42
+    asyncio.run(_main(sys.argv[1], sys.argv[2].split(","), sys.argv[3], seed))
