@@ -3,10 +3,9 @@
 For each match, over the areas of benchmarks.queries (30+ boxes, 5 polygons, drawn with SEED:
 default 42, the seed `make benchmark` uses; the logs of 2026-12-03 used 0, whose polygons are
 bigger: `both` counts 1.77M trips over its five on 10M trips, 314k over seed 42's), the median
-of three runs of each
-area, then p50 / p95 / max over the areas, and the sum of the answers (equal between builds, or
-one of them is wrong). Run it alternately on two checkouts against one kept store
-(`make benchmark ... --keep-db`):
+of three runs of each area, then p50 / p95 / max over the areas, and the sum of the answers
+(equal between builds, or one of them is wrong). Run it alternately on two checkouts against
+one kept store (`make benchmark ... --keep-db`):
 
     PYTHONPATH=. python -m benchmarks.ab_areas URL origin,destination LABEL [SEED]
 """
