@@ -9,7 +9,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from service.analytics.area import BBox
-from service.analytics.weekly import rows_condition
+from service.analytics.weekly import END_COLUMNS, rows_condition
 
 MAX_LIMIT = 5000
 
@@ -36,11 +36,13 @@ _IDS = sql.SQL("""
       AND {area}""")
 
 
-def _in_box(x: str, y: str, params: dict[str, Any]) -> sql.Composed:
-    """Exact, inclusive, on the plain coordinates; the fine rows of the box let the end's
-    (row, x) index find them."""
-    row = sql.Identifier("t", {"oy": "ofr", "dy": "dfr"}[y])
-    rows = rows_condition(row, params["miny"], params["maxy"], f"{y}_rows", params)
+def _in_box(end: str, params: dict[str, Any]) -> sql.Composed:
+    """Exact, inclusive, on the plain coordinates of the end ('o' or 'd'); the fine rows of the
+    box let the end's (row, x) index find them."""
+    x, y, row = END_COLUMNS[end]
+    rows = rows_condition(
+        sql.Identifier("t", row), params["miny"], params["maxy"], f"{y}_rows", params
+    )
     return sql.SQL(
         "({rows} AND {x} BETWEEN %(minx)s AND %(maxx)s AND {y} BETWEEN %(miny)s AND %(maxy)s)"
     ).format(rows=rows, x=sql.Identifier("t", x), y=sql.Identifier("t", y))
@@ -58,17 +60,17 @@ def ids_query(bbox: BBox | None, match: str, params: dict[str, Any]) -> sql.Comp
     if bbox is None:
         return _IDS.format(area=sql.SQL("true"))
     if match == "either":  # two index-only scans, each ordered and limited, then merged
-        o, d = _in_box("ox", "oy", params), _in_box("dx", "dy", params)
+        o, d = _in_box("o", params), _in_box("d", params)
         return sql.SQL(
             "SELECT id FROM (({} ORDER BY id LIMIT %(limit)s)"
             " UNION ({} ORDER BY id LIMIT %(limit)s)) u"
         ).format(_IDS.format(area=o), _IDS.format(area=d))
     if match == "origin":
-        return _IDS.format(area=_in_box("ox", "oy", params))
+        return _IDS.format(area=_in_box("o", params))
     if match == "destination":
-        return _IDS.format(area=_in_box("dx", "dy", params))
+        return _IDS.format(area=_in_box("d", params))
     if match == "both":
-        origin = _in_box("ox", "oy", params)
+        origin = _in_box("o", params)
         return _IDS.format(area=sql.SQL("({} AND {})").format(origin, _DEST_TEST))
     raise ValueError(f"unknown match {match!r}")
 

@@ -112,7 +112,7 @@ MAX_ROWS = 4096
 
 
 # x, y and fine row (finegrid.fine(y), stored by the loader: db/migrations/020) of each end
-_END_COLUMNS = {"o": ("ox", "oy", "ofr"), "d": ("dx", "dy", "dfr")}
+END_COLUMNS = {"o": ("ox", "oy", "ofr"), "d": ("dx", "dy", "dfr")}
 
 
 def rows_condition(
@@ -169,10 +169,10 @@ def inner_rects(cx0: int, cx1: int, cy0: int, cy1: int) -> list[tuple[bool, int,
     return [(True, bx0, bx1, by0, by1)] + [r for r in fringe if r[1] <= r[2] and r[3] <= r[4]]
 
 
-def _inner_query(side: str, cells: dict[str, int], params: dict[str, Any]) -> sql.Composed:
-    """The trips per week of the box's cell rectangle R, from whole blocks and fringe cells."""
+def _inner_query(cells: dict[str, int], params: dict[str, Any]) -> sql.Composed:
+    """The trips per week of the box's cell rectangle R, from whole blocks (params' bside) and
+    fringe cells (its side)."""
     scans = []
-    params["bside"] = side.upper()
     rects = inner_rects(cells["cx0"], cells["cx1"], cells["cy0"], cells["cy1"])
     for k, (block, x0, x1, y0, y1) in enumerate(rects):
         names = {n: f"r{k}{n}" for n in ("x0", "x1", "y0", "y1", "xs")}
@@ -243,23 +243,30 @@ def _cells_of_blocks(
     return out
 
 
-# Rollup totals of the cells counted whole, plus the raw points of the probes (shape_plan): a run
-# of fine cells of one fine row within one rollup cell, read through the end's (row, x) index,
-# each point counted by the probe's kind.
+# The rollup rows of listed keys: {xs}, {ys} and {side} are the placeholders of the cells'
+# (wcx, wcy, side) or of the blocks' (wbx, wby, bside).
+_WHOLE_ROWS = sql.SQL("""
+        SELECT w.week, w.trips AS n
+        FROM unnest({xs}::int[], {ys}::int[]) AS c(cx, cy)
+        JOIN weekly_cell_trips w ON w.side = {side} AND w.cx = c.cx AND w.cy = c.cy
+        WHERE w.week BETWEEN %(w0)s AND %(w1)s
+          AND (%(regions)s::int[] IS NULL OR w.region_id = ANY(%(regions)s::int[]))""")
+
+
+def _whole_rows(xs: str, ys: str, side: str) -> sql.Composed:
+    """_WHOLE_ROWS over the keys in the params named xs, ys and side."""
+    return _WHOLE_ROWS.format(
+        xs=sql.Placeholder(xs), ys=sql.Placeholder(ys), side=sql.Placeholder(side)
+    )
+
+
+# Rollup totals of the cells and blocks counted whole ({cells}, {blocks}: _WHOLE_ROWS), plus the
+# raw points of the probes (shape_plan): a run of fine cells of one fine row within one rollup
+# cell, read through the end's (row, x) index, each point counted by the probe's kind.
 _SHAPE_QUERY = sql.SQL("""
     WITH area AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(geojson)s), 4326) AS geom)
-    SELECT week, sum(n)::bigint FROM (
-        SELECT w.week, w.trips AS n
-        FROM unnest(%(wcx)s::int[], %(wcy)s::int[]) AS c(cx, cy)
-        JOIN weekly_cell_trips w ON w.side = %(side)s AND w.cx = c.cx AND w.cy = c.cy
-        WHERE w.week BETWEEN %(w0)s AND %(w1)s
-          AND (%(regions)s::int[] IS NULL OR w.region_id = ANY(%(regions)s::int[]))
-        UNION ALL
-        SELECT w.week, w.trips
-        FROM unnest(%(wbx)s::int[], %(wby)s::int[]) AS c(cx, cy)
-        JOIN weekly_cell_trips w ON w.side = %(bside)s AND w.cx = c.cx AND w.cy = c.cy
-        WHERE w.week BETWEEN %(w0)s AND %(w1)s
-          AND (%(regions)s::int[] IS NULL OR w.region_id = ANY(%(regions)s::int[]))
+    SELECT week, sum(n)::bigint FROM ({cells}
+        UNION ALL{blocks}
         UNION ALL
         SELECT t.started_at::date,
                CASE p.kind WHEN 1 THEN 1 WHEN -1 THEN -1
@@ -763,10 +770,12 @@ def _strip_scans(
 
 def _halves(params: dict[str, Any], names: tuple[str, ...]) -> list[dict[str, Any]]:
     """The params twice, each with every other element of the arrays `names` (interleaved, so
-    that both halves get their share of a dense part of the area); once when too short."""
-    if len(params[names[0]]) < 2:
+    that both halves get their share of a dense part of the area); once when every array is too
+    short. A half left with no element in any of the arrays is dropped."""
+    if all(len(params[n]) < 2 for n in names):
         return [params]
-    return [params | {n: params[n][k::2] for n in names} for k in range(2)]
+    halves = [params | {n: params[n][k::2] for n in names} for k in range(2)]
+    return [h for h in halves if any(h[n] for n in names)]
 
 
 # Above this many fine rows in all, a box's edge strips are dealt between two parts row by row
@@ -783,21 +792,20 @@ def _edge_halves(params: dict[str, Any], strips: int) -> list[dict[str, Any]] | 
     left with no row is dropped. None (split by strips) when the strips have EDGE_SPLIT_ROWS
     fine rows or fewer, where planning each strip's scans once outweighs the balance, or when a
     strip of more than MAX_ROWS rows is read as a range."""
-    names = [f"s{k}rows" for k in range(strips)]
+    names = tuple(f"s{k}rows" for k in range(strips))
     if not all(n in params for n in names) or sum(len(params[n]) for n in names) <= (
         EDGE_SPLIT_ROWS
     ):
         return None
-    halves = [params | {n: params[n][h::2] for n in names} for h in (0, 1)]
-    return [h for h in halves if any(h[n] for n in names)]
+    return _halves(params, names)
 
 
 async def _one_end(
     conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
 ) -> list[Part]:
-    xn, yn, rn = _END_COLUMNS[side]
+    xn, yn, rn = END_COLUMNS[side]
     x, y = sql.Identifier(xn), sql.Identifier(yn)
-    p = {**params, "side": side, "g": g}
+    p = {**params, "side": side, "bside": side.upper(), "g": g}
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
@@ -806,15 +814,15 @@ async def _one_end(
         if halves is None:
             # the left and right strips (0, 1) are the tall ones: one of them, and one of the
             # others, in each part
-            groups = [(g, p) for g in (scans[0::2], scans[1::2]) if g]
+            groups = [(group, p) for group in (scans[0::2], scans[1::2]) if group]
         else:
             groups = [(scans, h) for h in halves]
         parts = [
-            Part(_BOX_EDGE.format(scans=sql.SQL(" UNION ALL ").join(g), in_box=_IN_BOX), h)
-            for g, h in groups
+            Part(_BOX_EDGE.format(scans=sql.SQL(" UNION ALL ").join(group), in_box=_IN_BOX), h)
+            for group, h in groups
         ]
         if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
-            parts.append(Part(_inner_query(side, cells, p), p))
+            parts.append(Part(_inner_query(cells, p), p))
         return parts
     minx, miny, maxx, maxy = area.bounds
     p |= {
@@ -824,8 +832,7 @@ async def _one_end(
         "by1": math.floor(maxy / g),
     }
     bx0, bx1, by0, by1 = p["bx0"], p["bx1"], p["by0"], p["by1"]
-    p |= {"bside": side.upper(), "qx0": bx0 // BLOCK, "qx1": bx1 // BLOCK}
-    p |= {"qy0": by0 // BLOCK, "qy1": by1 // BLOCK}
+    p |= {"qx0": bx0 // BLOCK, "qx1": bx1 // BLOCK, "qy0": by0 // BLOCK, "qy1": by1 // BLOCK}
     cur = await conn.execute(_SHAPE_BLOCKS, p)
     blocks = [(int(a), int(b)) for a, b in await cur.fetchall()]
     stored = _cells_of_blocks(blocks, bx0, bx1, by0, by1)
@@ -848,6 +855,8 @@ async def _one_end(
     p["px1"] = (finegrid.bounds(np.array(p["pc1"], dtype=np.int64))[1] + EPS).tolist()
     tx, ty = sql.Identifier("t", xn), sql.Identifier("t", yn)
     query = _SHAPE_QUERY.format(
+        cells=_whole_rows("wcx", "wcy", "side"),
+        blocks=_whole_rows("wbx", "wby", "bside"),
         x=x,
         y=y,
         point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
