@@ -56,12 +56,14 @@ INDEX_MEMORY = "512MB"  # per index build; a job builds its indexes one at a tim
 # B B A in fresh databases: `trips ingest` median 18.3 s with the server's 2 workers, 17.4 s
 # without (each run without faster than the runs with it beside it).
 INDEX_WORKERS = 0
-# The partitioned indexes of `trips` (db/migrations 001, 014, 020), built per large job after its
-# load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
+# The partitioned indexes of `trips` (db/migrations 001, 014, 020, 022), built per large job after
+# its load: suffix -> the index's method and columns, exactly as on the parent (ATTACH adopts them).
 # Longest build first: the job's connection takes the last ones when its rollups are merged.
 _JOB_INDEXES = {
     "origin_rows": "btree (ofr, ox) INCLUDE (oy, started_at, region_id, dx, dy, id, datasource_id)",
-    "destination_rows": "btree (dfr, dx) INCLUDE (dy, started_at, region_id, id, datasource_id)",
+    "destination_rows": (
+        "btree (dfr, dx) INCLUDE (dy, started_at, region_id, ox, oy, id, datasource_id)"
+    ),
     "id": "btree (id)",
     "started_at": "brin (started_at)",
 }

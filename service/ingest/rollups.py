@@ -37,6 +37,11 @@ ENCODE_ROWS = 65_536  # rows per binary COPY chunk of the totals
 # rectangle is read as whole blocks plus a fringe of cells (service/analytics/weekly.py).
 BLOCK = 5
 _BLOCK_SIDE = np.uint8(ord("o") - ord("O"))  # 'o' - 32 = 'O', 'd' - 32 = 'D'
+# Pairs (origin block, destination block) of PAIR_GRID degrees, under side 'P' (db/migrations/
+# 022): each end's block as one integer, floor(x / PAIR_GRID) * PAIR_ROWS + floor(y / PAIR_GRID)
+# + PAIR_ROWS // 2, as trip_pair_key() in SQL.
+PAIR_GRID = 0.05
+PAIR_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,13 @@ def buckets(ts_us: np.ndarray, minutes: int) -> np.ndarray:
 def cells(v: np.ndarray, cell: float) -> np.ndarray:
     """floor(v / cell), as SQL's floor(v / cell)::int."""
     return np.floor(v / cell).astype(np.int32)
+
+
+def pair_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """trip_pair_key(x, y): the pair block of points, as one integer (the same IEEE division and
+    floor as SQL's)."""
+    half = np.int32(PAIR_ROWS // 2)
+    return cells(x, PAIR_GRID) * np.int32(PAIR_ROWS) + cells(y, PAIR_GRID) + half
 
 
 def _sort_keys(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -211,6 +223,8 @@ class JobRollups:
         # the blocks' totals, from the cells' totals (a job's few thousand rows)
         self._blocks = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], 1)
         splits = int(min(max(bytes_total // SPLIT_BYTES, 1), 256))
+        # the pairs' totals, streamed after the cells' (a 2M-trip job: ~0.4M keys)
+        self._pairs = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], splits)
         self.tables = {
             "weekly": Rollup(
                 ["region_id", "week", "datasource_id"],
@@ -248,6 +262,9 @@ class JobRollups:
             side_code = np.full(n, ord(side), dtype=np.uint8)
             cell = {"side": side_code, "cx": cx, "cy": cy}
             self.tables["cells"].add(cell | {"week": week, "region_id": region, "trips": one})
+        pair = {"side": np.full(n, ord("P"), dtype=np.uint8)}
+        pair |= {"cx": pair_keys(ox, oy), "cy": pair_keys(dx, dy)}
+        self._pairs.add(pair | {"week": week, "region_id": region, "trips": one})
         # the two grids are the same by default (0.01 degrees): their cells are computed once
         c = p.cluster_cell
         ocx, ocy, dcx, dcy = on_grid if c == p.grid else [cells(v, c) for v in (ox, oy, dx, dy)]
@@ -261,7 +278,7 @@ class JobRollups:
 
         For the clusters, it also keeps each region's first `top_size` clusters of the job by
         (trips DESC, key), for `top_candidates`; the cells' stream ends with their blocks' rows
-        (BLOCK)."""
+        (BLOCK) and the pairs' (PAIR_GRID)."""
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
@@ -272,8 +289,9 @@ class JobRollups:
             if n and name == "cells":
                 self._blocks.add(block_rows(rows))
         if name == "cells":
-            for rows in self._blocks.totals():
-                yield from _copy_rows(self._blocks, rows)
+            for extra in (self._blocks, self._pairs):
+                for rows in extra.totals():
+                    yield from _copy_rows(extra, rows)
         yield TRAILER
 
     def _keep_top(self, rows: Columns) -> None:
@@ -301,6 +319,7 @@ class JobRollups:
         for t in self.tables.values():
             t.close()
         self._blocks.close()
+        self._pairs.close()
 
 
 def _copy_rows(table: Rollup, rows: Columns) -> Iterator[bytes]:
@@ -324,4 +343,15 @@ def block_rows(cells: Columns) -> Columns:
     }
 
 
-__all__ = ["Params", "JobRollups", "week_days", "buckets", "cells", "block_rows", "BLOCK"]
+__all__ = [
+    "Params",
+    "JobRollups",
+    "week_days",
+    "buckets",
+    "cells",
+    "block_rows",
+    "pair_keys",
+    "BLOCK",
+    "PAIR_GRID",
+    "PAIR_ROWS",
+]

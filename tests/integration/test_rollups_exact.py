@@ -23,7 +23,8 @@ _DIFFS = {
         FROM trips GROUP BY 1, 2, 3
         ---
         SELECT region_id, week, datasource_id, trips, last_at FROM weekly_trips""",
-    # cells (sides o, d) and their blocks of 5 x 5 cells (sides O, D; migration 021)
+    # cells (sides o, d), their blocks of 5 x 5 cells (sides O, D; migration 021), and the pairs
+    # of blocks of 0.05 degrees of the two ends (side P, each block as one integer; 022)
     "weekly_cell_trips": """
         WITH s AS (
             SELECT 'o'::"char" AS side, floor(ST_X(origin) / g.cell)::int AS cx,
@@ -40,6 +41,13 @@ _DIFFS = {
         SELECT CASE side WHEN 'o' THEN 'O'::"char" ELSE 'D' END, floor(cx / 5.0)::int,
                floor(cy / 5.0)::int, week, region_id, count(*)::bigint
         FROM s GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        SELECT 'P'::"char",
+               floor(ST_X(origin) / 0.05)::int * 4096 + floor(ST_Y(origin) / 0.05)::int + 2048,
+               floor(ST_X(destination) / 0.05)::int * 4096
+               + floor(ST_Y(destination) / 0.05)::int + 2048,
+               date_trunc('week', started_at)::date, region_id, count(*)::bigint
+        FROM trips GROUP BY 2, 3, 4, 5
         ---
         SELECT side, cx, cy, week, region_id, trips FROM weekly_cell_trips""",
     "trip_clusters": """

@@ -3,6 +3,7 @@ are buffered, spilled and split."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
@@ -125,8 +126,16 @@ def test_totals_equal_a_brute_force_count_whatever_the_buffering(monkeypatch) ->
     blocks: Counter = Counter()  # the cells' blocks (sides O and D, floor(cell / 5))
     for (side, cx, cy, week), k in cells.items():
         blocks[(side.upper(), cx // rollups.BLOCK, cy // rollups.BLOCK, week)] += k
-    assert by_cell == cells + blocks
-    assert all(k[0] in "ODod" for k in by_cell)
+    # the pairs of blocks of 0.05 degrees of the two ends (side P, db/migrations/022)
+    pairs: Counter = Counter()
+    for i in range(n):
+        t = PG_EPOCH + timedelta(microseconds=int(ts[i]))
+        monday = (t - timedelta(days=t.weekday())).date()
+        o, d = ((math.floor(x / 0.05) * 4096 + math.floor(y / 0.05) + 2048)
+                for x, y in ((ox[i], oy[i]), (dx[i], dy[i])))  # fmt: skip
+        pairs[("P", o, d, monday)] += 1
+    assert by_cell == cells + blocks + pairs
+    assert all(k[0] in "ODPod" for k in by_cell)
     assert len(got_cells) == len({tuple(r.values())[:5] for r in got_cells})  # one row per key
 
     cols = ("region_id", "ocx", "ocy", "dcx", "dcy", "bucket", "trips", "sum_ox", "sum_oy",
