@@ -19,9 +19,9 @@ The exact tests are plain coordinate comparisons for a box and ST_Covers for a p
 (boundaries inclusive); the index conditions only narrow the rows read. `both` needs both ends of
 a trip, which no single-end rollup holds:
 - a big box: from the pair rollup (trips per week by origin block and destination block of 0.05
-  degrees, db/migrations/022) over the blocks taken for the box on both ends, corrected by the
-  trips with an end in the strips where the box and those blocks disagree (_both_pairs); `either`
-  = origin + destination - both;
+  degrees, db/migrations/022; `either` also by the block of each end, 023) over the blocks taken
+  for the box, corrected by the trips with an end in the strips where the box and those blocks
+  disagree (_both_pairs);
 - a polygon, or a box whose strips would be most of it: counted from the raw points (the origin
   index carries the destination). That scan reads exactly the trips whose origin is in the area,
   so it also counts those whose destination is not, and `either` = destination + that count.
@@ -939,25 +939,36 @@ def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[
     return [Part(query, h) for h in _halves(p, ("prow", "px0", "px1", "pia", "pib"))]
 
 
-# A box's `both` from the pair rollup (db/migrations/022), with R the pair blocks box_plan takes
-# for the box on the pair grid and E its strips (where the box and R disagree):
-#   both = pairs(R x R) + sum over the trips with an end in E of f,
-#   f = [origin in box][destination in box] - [origin block in R][destination block in R],
-# since f = 0 for a trip with neither end in E. The trips with their origin in E are read through
-# the origin index (which carries the destination), those with their destination in E and their
-# origin in no strip through the destination index (which carries the origin).
+# A box's `both` and `either` from the pair rollup (db/migrations/022, 023), with R the pair
+# blocks box_plan takes for the box on the pair grid and E its strips (where the box and R
+# disagree):
+#   both   = pairs(R x R) + sum over the trips with an end in E of f(AND),
+#   either = p(R) + q(R) - pairs(R x R) + sum over the trips with an end in E of f(OR),
+#   f(op) = [origin in box op destination in box] - [origin block in R op destination block in R]
+# (p, q: the trips by the block of their origin, of their destination), since f = 0 for a trip
+# with neither end in E. The trips with their origin in E are read through the origin index
+# (which carries the destination), those with their destination in E and their origin in no
+# strip through the destination index (which carries the origin).
 _PAIR_EDGE = sql.SQL("""
     SELECT started_at::date, sum(f)::bigint FROM (
         SELECT started_at,
                (ox BETWEEN %(minx)s AND %(maxx)s AND oy BETWEEN %(miny)s AND %(maxy)s
-                AND dx BETWEEN %(minx)s AND %(maxx)s AND dy BETWEEN %(miny)s AND %(maxy)s)::int
+                {op} dx BETWEEN %(minx)s AND %(maxx)s AND dy BETWEEN %(miny)s AND %(maxy)s)::int
              - (floor(ox / %(pg)s)::int BETWEEN %(cx0)s AND %(cx1)s
                 AND floor(oy / %(pg)s)::int BETWEEN %(cy0)s AND %(cy1)s
-                AND floor(dx / %(pg)s)::int BETWEEN %(cx0)s AND %(cx1)s
+                {op} floor(dx / %(pg)s)::int BETWEEN %(cx0)s AND %(cx1)s
                 AND floor(dy / %(pg)s)::int BETWEEN %(cy0)s AND %(cy1)s)::int AS f
         FROM ({scans}) s) e
     WHERE f <> 0
     GROUP BY 1""")
+
+# p(R) + q(R): the trips by the block of their origin (side p) and of their destination (q).
+_PAIR_ENDS = sql.SQL("""
+    SELECT week, sum(trips)::bigint FROM weekly_cell_trips
+    WHERE side IN ('p', 'q') AND cx BETWEEN %(cx0)s AND %(cx1)s AND cy BETWEEN %(cy0)s AND %(cy1)s
+      AND week BETWEEN %(w0)s AND %(w1)s
+      AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))
+    GROUP BY week""")
 
 # The pair rows of R x R: one descent per origin block of R (cx = its code), each reading the
 # codes of R's columns of destination blocks, tested exactly by their decoded block (code =
@@ -985,9 +996,9 @@ def _pair_code(bx: int, by: int) -> int:
     return bx * PAIR_ROWS + by + PAIR_ROWS // 2
 
 
-def _both_pairs(box: BBox, params: dict[str, Any]) -> list[Part] | None:
-    """A box's `both` from the pair rollup (see _PAIR_EDGE), or None when R is empty or the
-    strips are too big a share of the box (PAIR_EDGE_SHARE)."""
+def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list[Part] | None:
+    """A box's `both` (or `either`) from the pair rollup (see _PAIR_EDGE), or None when R is
+    empty or the strips are too big a share of the box (PAIR_EDGE_SHARE)."""
     blocks, strips = box_plan(box, PAIR_GRID)
     cx0, cx1, cy0, cy1 = blocks["cx0"], blocks["cx1"], blocks["cy0"], blocks["cy1"]
     if cx0 > cx1 or cy0 > cy1:
@@ -1018,12 +1029,15 @@ def _both_pairs(box: BBox, params: dict[str, Any]) -> list[Part] | None:
         ends["dx"], ends["dy"], ends["dfr"], strips, p, select, origin_in_none
     )
     # the two scans first, one per connection; then the pair rows, halved when read by descents
+    op = sql.SQL("OR" if either else "AND")
     pair_rows = _PAIR_ROWS_QUERY.format(origins=origins)
-    return [
-        Part(_PAIR_EDGE.format(scans=sql.SQL(" UNION ALL ").join(by_origin)), p),
-        Part(_PAIR_EDGE.format(scans=sql.SQL(" UNION ALL ").join(by_destination)), p),
-        *(Part(pair_rows, h) for h in (_halves(p, ("codes",)) if "codes" in p else [p])),
+    sign = -1 if either else 1
+    parts = [
+        Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_origin)), p),
+        Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_destination)), p),
+        *(Part(pair_rows, h, sign) for h in (_halves(p, ("codes",)) if "codes" in p else [p])),
     ]
+    return parts + [Part(_PAIR_ENDS, p)] if either else parts
 
 
 async def weekly_counts(
@@ -1055,14 +1069,11 @@ async def _parts(
     g = await grid_cell(conn)
     if match in ("origin", "destination"):
         return await _one_end(conn, area, match[0], g, params)
-    pairs = _both_pairs(area, params) if isinstance(area, BBox) else None
-    if match == "both":
-        return pairs if pairs is not None else _both(area, params)
+    pairs = _both_pairs(area, params, match == "either") if isinstance(area, BBox) else None
     if pairs is not None:
-        # either = origin + destination - both; both's edge scans, the biggest, first
-        ends = [*await _one_end(conn, area, "o", g, params)]
-        ends += await _one_end(conn, area, "d", g, params)
-        return [Part(q.query, q.params, -q.sign) for q in pairs] + ends
+        return pairs
+    if match == "both":
+        return _both(area, params)
     # either = destination + (origin in, destination not); the scan, the biggest, first
     return _both(area, params, dest_inside=False) + await _one_end(conn, area, "d", g, params)
 

@@ -223,8 +223,10 @@ class JobRollups:
         # the blocks' totals, from the cells' totals (a job's few thousand rows)
         self._blocks = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], 1)
         splits = int(min(max(bytes_total // SPLIT_BYTES, 1), 256))
-        # the pairs' totals, streamed after the cells' (a 2M-trip job: ~0.4M keys)
+        # the pairs' totals, streamed after the cells' (a 2M-trip job: ~0.4M keys), and their
+        # ends' blocks (db/migrations/023), from the pairs' totals
         self._pairs = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], splits)
+        self._pair_ends = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], 1)
         self.tables = {
             "weekly": Rollup(
                 ["region_id", "week", "datasource_id"],
@@ -278,7 +280,7 @@ class JobRollups:
 
         For the clusters, it also keeps each region's first `top_size` clusters of the job by
         (trips DESC, key), for `top_candidates`; the cells' stream ends with their blocks' rows
-        (BLOCK) and the pairs' (PAIR_GRID)."""
+        (BLOCK), the pairs' (PAIR_GRID) and their ends' blocks."""
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
@@ -289,9 +291,14 @@ class JobRollups:
             if n and name == "cells":
                 self._blocks.add(block_rows(rows))
         if name == "cells":
-            for extra in (self._blocks, self._pairs):
-                for rows in extra.totals():
-                    yield from _copy_rows(extra, rows)
+            for rows in self._blocks.totals():
+                yield from _copy_rows(self._blocks, rows)
+            for rows in self._pairs.totals():
+                yield from _copy_rows(self._pairs, rows)
+                for end in pair_end_rows(rows):
+                    self._pair_ends.add(end)
+            for rows in self._pair_ends.totals():
+                yield from _copy_rows(self._pair_ends, rows)
         yield TRAILER
 
     def _keep_top(self, rows: Columns) -> None:
@@ -320,6 +327,7 @@ class JobRollups:
             t.close()
         self._blocks.close()
         self._pairs.close()
+        self._pair_ends.close()
 
 
 def _copy_rows(table: Rollup, rows: Columns) -> Iterator[bytes]:
@@ -343,7 +351,28 @@ def block_rows(cells: Columns) -> Columns:
     }
 
 
+def pair_end_rows(pairs: Columns) -> list[Columns]:
+    """Pair rows (side 'P', cx / cy = the origin's / destination's pair_keys) as rows of the
+    origin's block (side 'p') and of the destination's (side 'q'), cx, cy = floor(x / PAIR_GRID),
+    floor(y / PAIR_GRID), not yet summed (db/migrations/023)."""
+    shift, mask, half = PAIR_ROWS.bit_length() - 1, PAIR_ROWS - 1, PAIR_ROWS // 2
+    out: list[Columns] = []
+    for side, code in (("p", pairs["cx"]), ("q", pairs["cy"])):
+        out.append(
+            {
+                "side": np.full(len(code), ord(side), dtype=np.uint8),
+                "cx": np.right_shift(code, shift).astype(np.int32),
+                "cy": (np.bitwise_and(code, mask) - half).astype(np.int32),
+                "week": pairs["week"],
+                "region_id": pairs["region_id"],
+                "trips": pairs["trips"],
+            }
+        )
+    return out
+
+
 __all__ = [
+    "pair_end_rows",
     "Params",
     "JobRollups",
     "week_days",

@@ -23,8 +23,9 @@ _DIFFS = {
         FROM trips GROUP BY 1, 2, 3
         ---
         SELECT region_id, week, datasource_id, trips, last_at FROM weekly_trips""",
-    # cells (sides o, d), their blocks of 5 x 5 cells (sides O, D; migration 021), and the pairs
-    # of blocks of 0.05 degrees of the two ends (side P, each block as one integer; 022)
+    # cells (sides o, d), their blocks of 5 x 5 cells (sides O, D; migration 021), the pairs of
+    # blocks of 0.05 degrees of the two ends (side P, each block as one integer; 022), and those
+    # blocks of each end (sides p, q; 023)
     "weekly_cell_trips": """
         WITH s AS (
             SELECT 'o'::"char" AS side, floor(ST_X(origin) / g.cell)::int AS cx,
@@ -46,6 +47,15 @@ _DIFFS = {
                floor(ST_X(origin) / 0.05)::int * 4096 + floor(ST_Y(origin) / 0.05)::int + 2048,
                floor(ST_X(destination) / 0.05)::int * 4096
                + floor(ST_Y(destination) / 0.05)::int + 2048,
+               date_trunc('week', started_at)::date, region_id, count(*)::bigint
+        FROM trips GROUP BY 2, 3, 4, 5
+        UNION ALL
+        SELECT 'p'::"char", floor(ST_X(origin) / 0.05)::int, floor(ST_Y(origin) / 0.05)::int,
+               date_trunc('week', started_at)::date, region_id, count(*)::bigint
+        FROM trips GROUP BY 2, 3, 4, 5
+        UNION ALL
+        SELECT 'q'::"char", floor(ST_X(destination) / 0.05)::int,
+               floor(ST_Y(destination) / 0.05)::int,
                date_trunc('week', started_at)::date, region_id, count(*)::bigint
         FROM trips GROUP BY 2, 3, 4, 5
         ---

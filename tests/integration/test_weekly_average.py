@@ -193,8 +193,8 @@ def test_box_pairs_equal_brute_force(
     used = []
     plain = weekly._both_pairs
 
-    def counted(box: weekly.BBox, params: dict) -> list[weekly.Part] | None:
-        parts = plain(box, params)
+    def counted(box: weekly.BBox, params: dict, either: bool = False) -> list[weekly.Part] | None:
+        parts = plain(box, params, either)
         used.append(parts is not None)
         return parts
 

@@ -134,8 +134,10 @@ def test_totals_equal_a_brute_force_count_whatever_the_buffering(monkeypatch) ->
         o, d = ((math.floor(x / 0.05) * 4096 + math.floor(y / 0.05) + 2048)
                 for x, y in ((ox[i], oy[i]), (dx[i], dy[i])))  # fmt: skip
         pairs[("P", o, d, monday)] += 1
+        for side, x, y in (("p", ox[i], oy[i]), ("q", dx[i], dy[i])):  # their blocks (023)
+            pairs[(side, math.floor(x / 0.05), math.floor(y / 0.05), monday)] += 1
     assert by_cell == cells + blocks + pairs
-    assert all(k[0] in "ODPod" for k in by_cell)
+    assert all(k[0] in "ODPodpq" for k in by_cell)
     assert len(got_cells) == len({tuple(r.values())[:5] for r in got_cells})  # one row per key
 
     cols = ("region_id", "ocx", "ocy", "dcx", "dcy", "bucket", "trips", "sum_ox", "sum_oy",
