@@ -207,8 +207,7 @@ _BOX_EDGE = sql.SQL("""
     SELECT started_at::date,
            sum(CASE WHEN {in_box} THEN 1 ELSE -1 END)::bigint FROM ({scans}) p
     WHERE ({in_box}) IS DISTINCT FROM
-          (floor(x / %(g)s)::int BETWEEN %(cx0)s AND %(cx1)s
-           AND floor(y / %(g)s)::int BETWEEN %(cy0)s AND %(cy1)s)
+          (x >= %(tx0)s AND x < %(tx1)s AND y >= %(ty0)s AND y < %(ty1)s)
     GROUP BY 1""")
 
 _IN_BOX = sql.SQL("x BETWEEN %(minx)s AND %(maxx)s AND y BETWEEN %(miny)s AND %(maxy)s")
@@ -327,6 +326,30 @@ def _cell_span(lo: float, hi: float, g: float) -> tuple[int, int]:
     c0 = first if (first + 1) * g - lo > g / 2 else first + 1
     c1 = last if hi - last * g > g / 2 else last - 1
     return c0, c1
+
+
+def first_of_cell(c: int, g: float) -> float:
+    """The least double x with floor(x / g) >= c. x / g is correctly rounded, so floor(x / g) is
+    monotone in x: c0 <= floor(x / g) <= c1 exactly when first_of_cell(c0, g) <= x <
+    first_of_cell(c1 + 1, g), two comparisons instead of a division, a floor and a cast per
+    point, with the same answer for every double."""
+    x = c * g
+    while math.floor(x / g) >= c:
+        x = math.nextafter(x, -math.inf)
+    while math.floor(x / g) < c:
+        x = math.nextafter(x, math.inf)
+    return x
+
+
+def cell_range_bounds(cells: dict[str, int], g: float) -> dict[str, float]:
+    """tx0, tx1, ty0, ty1: the cells [cx0, cx1] x [cy0, cy1] of grid g as the doubles
+    tx0 <= x < tx1, ty0 <= y < ty1 (first_of_cell)."""
+    return {
+        "tx0": first_of_cell(cells["cx0"], g),
+        "tx1": first_of_cell(cells["cx1"] + 1, g),
+        "ty0": first_of_cell(cells["cy0"], g),
+        "ty1": first_of_cell(cells["cy1"] + 1, g),
+    }
 
 
 def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, float, float, float]]]:
@@ -824,6 +847,7 @@ async def _one_end(
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
+        p |= cell_range_bounds(cells, g)
         scans = _strip_scans(x, y, sql.Identifier(rn), strips, p)
         halves = _edge_halves(p, len(strips))
         if halves is None:
@@ -954,10 +978,8 @@ _PAIR_EDGE = sql.SQL("""
         SELECT started_at,
                (ox BETWEEN %(minx)s AND %(maxx)s AND oy BETWEEN %(miny)s AND %(maxy)s
                 {op} dx BETWEEN %(minx)s AND %(maxx)s AND dy BETWEEN %(miny)s AND %(maxy)s)::int
-             - (floor(ox / %(pg)s)::int BETWEEN %(cx0)s AND %(cx1)s
-                AND floor(oy / %(pg)s)::int BETWEEN %(cy0)s AND %(cy1)s
-                {op} floor(dx / %(pg)s)::int BETWEEN %(cx0)s AND %(cx1)s
-                AND floor(dy / %(pg)s)::int BETWEEN %(cy0)s AND %(cy1)s)::int AS f
+             - (ox >= %(tx0)s AND ox < %(tx1)s AND oy >= %(ty0)s AND oy < %(ty1)s
+                {op} dx >= %(tx0)s AND dx < %(tx1)s AND dy >= %(ty0)s AND dy < %(ty1)s)::int AS f
         FROM ({scans}) s) e
     WHERE f <> 0
     GROUP BY 1""")
@@ -1007,7 +1029,7 @@ def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list
     edge = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in strips)
     if edge >= PAIR_EDGE_SHARE * area:
         return None
-    p = {**params, **blocks, "pg": PAIR_GRID}
+    p = {**params, **blocks, **cell_range_bounds(blocks, PAIR_GRID)}
     p |= {"minx": box.minx, "miny": box.miny, "maxx": box.maxx, "maxy": box.maxy}
     p |= {"shift": PAIR_ROWS.bit_length() - 1, "mask": PAIR_ROWS - 1, "half": PAIR_ROWS // 2}
     p |= {"code0": _pair_code(cx0, cy0), "code1": _pair_code(cx1, cy1)}

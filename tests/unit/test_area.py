@@ -24,6 +24,7 @@ from service.analytics.weekly import (
     _whole_blocks,
     box_plan,
     fine_cells,
+    first_of_cell,
     inner_rects,
     shape_plan,
 )
@@ -241,6 +242,26 @@ def test_inside_spans_are_covered(case: tuple[Any, list[tuple[float, float]]]) -
         ia, ib = spans[finegrid.fine(py)]
         if ia <= px < ib:
             assert shapely.covers(geom, shapely.Point(px, py)), (px, py, ia, ib)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.floats(-180, 180),
+    st.sampled_from([0.01, 0.05, 0.02, 0.0075, 0.001, 0.3]),
+    st.integers(-3, 3),
+)
+def test_first_of_cell_is_the_cells_least_double(v: float, g: float, ulps: int) -> None:
+    """first_of_cell(c, g) is the least double whose floor(x / g) is c or more: a cell's range
+    [first_of_cell(c0), first_of_cell(c1 + 1)) holds exactly the doubles of cells c0..c1, near
+    the cells' bounds too (v on a multiple of g, a few ulps beside)."""
+    for x in (v, round(v / g) * g):
+        for _ in range(abs(ulps)):
+            x = math.nextafter(x, math.copysign(math.inf, ulps))
+        c = math.floor(x / g)
+        lo, hi = first_of_cell(c, g), first_of_cell(c + 1, g)
+        assert lo <= x < hi
+        assert math.floor(lo / g) == c and math.floor(math.nextafter(lo, -math.inf) / g) < c
+        assert math.floor(math.nextafter(hi, -math.inf) / g) == c
 
 
 @settings(max_examples=300, deadline=None)
