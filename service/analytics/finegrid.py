@@ -23,7 +23,8 @@ PER = 10  # fine rows per cell
 
 # fine() in SQL; {v} is a column. The loader stores fine_array of each end's y as trips.ofr and
 # trips.dfr (db/migrations/020: the same expression backfilled stored rows), which key the
-# raw-point indexes; queries use this for the fine column of x.
+# raw-point indexes; a test checks the stored values against it. Queries test a fine column as
+# a range of doubles (weekly.probe_bounds: fine() is monotone).
 SQL = (
     "(floor({v} / 0.01::double precision)::integer * 10"
     " + least(9, greatest(0, floor(({v} - floor({v} / 0.01::double precision)"

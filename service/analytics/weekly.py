@@ -105,11 +105,6 @@ async def _window(
     return w0, w1
 
 
-def fine_sql(column: sql.Composable) -> sql.Composed:
-    """The fine row (or column) of a coordinate column (service/analytics/finegrid.py)."""
-    return sql.SQL(finegrid.SQL).format(v=column)
-
-
 # More rows than this are read as one range of rows (one descent, every x of each row) rather
 # than one descent per row.
 MAX_ROWS = 4096
@@ -265,7 +260,8 @@ def _whole_rows(xs: str, ys: str, side: str) -> sql.Composed:
 
 # Rollup totals of the cells and blocks counted whole ({cells}, {blocks}: _WHOLE_ROWS), plus the
 # raw points of the probes (shape_plan): a run of fine cells of one fine row within one rollup
-# cell, read through the end's (row, x) index, each point counted by the probe's kind.
+# cell, read through the end's (row, x) index, each point counted by the probe's kind. A probe's
+# cell and fine columns are its ranges of doubles [x0, x1) and [y0, y1) (probe_bounds).
 _SHAPE_QUERY = sql.SQL("""
     WITH area AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(geojson)s), 4326) AS geom)
     SELECT week, sum(n)::bigint FROM ({cells}
@@ -275,13 +271,11 @@ _SHAPE_QUERY = sql.SQL("""
                CASE p.kind WHEN 1 THEN 1 WHEN -1 THEN -1
                            WHEN 2 THEN CASE WHEN ST_Covers(area.geom, {point}) THEN 1 ELSE 0 END
                            ELSE CASE WHEN ST_Covers(area.geom, {point}) THEN 0 ELSE -1 END END
-        FROM unnest(%(pcx)s::int[], %(pcy)s::int[], %(pfr)s::int[], %(pc0)s::int[],
-                    %(pc1)s::int[], %(px0)s::float8[], %(px1)s::float8[], %(pkind)s::int[])
-             AS p(cx, cy, fr, c0, c1, x0, x1, kind)
-        JOIN trips t ON {row} = p.fr AND t.{x} BETWEEN p.x0 AND p.x1
+        FROM unnest(%(pfr)s::int[], %(px0)s::float8[], %(px1)s::float8[], %(py0)s::float8[],
+                    %(py1)s::float8[], %(pkind)s::int[]) AS p(fr, x0, x1, y0, y1, kind)
+        JOIN trips t ON {row} = p.fr AND t.{x} >= p.x0 AND t.{x} < p.x1
         CROSS JOIN area
-        WHERE floor(t.{x} / %(g)s)::int = p.cx AND floor(t.{y} / %(g)s)::int = p.cy
-          AND {col} BETWEEN p.c0 AND p.c1
+        WHERE t.{y} >= p.y0 AND t.{y} < p.y1
           AND t.started_at >= %(w0)s::timestamp
           AND t.started_at < %(w1)s::timestamp + interval '7 days'
           AND (%(regions)s::int[] IS NULL OR t.region_id = ANY(%(regions)s::int[]))
@@ -339,6 +333,44 @@ def first_of_cell(c: int, g: float) -> float:
     while math.floor(x / g) < c:
         x = math.nextafter(x, math.inf)
     return x
+
+
+def _least_doubles(
+    key: Callable[[np.ndarray], np.ndarray], c: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """For each i, the least double x with key(x) >= c[i], for a key monotone in x, found by
+    single steps (nextafter) from start[i], which must lie within a few steps of it."""
+    x = np.array(start, dtype=np.float64)
+    for direction, wrong in ((-np.inf, lambda v: key(v) >= c), (np.inf, lambda v: key(v) < c)):
+        for _ in range(_MAX_STEPS):
+            off = wrong(x)
+            if not off.any():
+                break
+            x[off] = np.nextafter(x[off], direction)
+        else:
+            raise RuntimeError("no bound within _MAX_STEPS doubles of the start")
+    return x
+
+
+_MAX_STEPS = 4096
+
+
+def probe_bounds(
+    cx: np.ndarray, cy: np.ndarray, c0: np.ndarray, c1: np.ndarray, g: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x0, x1, y0, y1 of probes (shape_plan): the doubles x with floor(x / g) = cx and
+    finegrid.fine(x) in [c0, c1] are exactly x0 <= x < x1, those y with floor(y / g) = cy
+    exactly y0 <= y < y1 (both functions are monotone in x: see first_of_cell), so the query
+    compares instead of computing them per point."""
+
+    def cell(v: np.ndarray) -> np.ndarray:
+        return np.floor(v / g)
+
+    fine_lo = _least_doubles(finegrid.fine_array, c0, finegrid.bounds(c0)[0])
+    fine_hi = _least_doubles(finegrid.fine_array, c1 + 1, finegrid.bounds(c1 + 1)[0])
+    x0 = np.maximum(_least_doubles(cell, cx, cx * g), fine_lo)
+    x1 = np.minimum(_least_doubles(cell, cx + 1, (cx + 1) * g), fine_hi)
+    return x0, x1, _least_doubles(cell, cy, cy * g), _least_doubles(cell, cy + 1, (cy + 1) * g)
 
 
 def cell_range_bounds(cells: dict[str, int], g: float) -> dict[str, float]:
@@ -889,9 +921,9 @@ async def _one_end(
         "wby": [b[1] for b in blocks],
         **{k: list(v) for k, v in zip(names, columns, strict=True)},
     }
-    # x ranges a little wider than the probes' fine columns (which the query tests exactly)
-    p["px0"] = (finegrid.bounds(np.array(p["pc0"], dtype=np.int64))[0] - EPS).tolist()
-    p["px1"] = (finegrid.bounds(np.array(p["pc1"], dtype=np.int64))[1] + EPS).tolist()
+    cx, cy, c0, c1 = (np.array(p.pop(k), dtype=np.int64) for k in ("pcx", "pcy", "pc0", "pc1"))
+    bounds = probe_bounds(cx, cy, c0, c1, g)
+    p |= {k: v.tolist() for k, v in zip(("px0", "px1", "py0", "py1"), bounds, strict=True)}
     tx, ty = sql.Identifier("t", xn), sql.Identifier("t", yn)
     query = _SHAPE_QUERY.format(
         cells=_whole_rows("wcx", "wcy", "side"),
@@ -900,11 +932,10 @@ async def _one_end(
         y=y,
         point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
         row=sql.Identifier("t", rn),
-        col=fine_sql(tx),
     )
     # the probes in two parts, the rollup's whole cells in the first, its whole blocks in the
     # second
-    halves = _halves(p, (*names, "px0", "px1"))
+    halves = _halves(p, ("pfr", "pkind", "px0", "px1", "py0", "py1"))
     if len(halves) == 2:
         halves[0] |= {"wbx": [], "wby": []}
         halves[1] |= {"wcx": [], "wcy": []}

@@ -26,6 +26,7 @@ from service.analytics.weekly import (
     fine_cells,
     first_of_cell,
     inner_rects,
+    probe_bounds,
     shape_plan,
 )
 from service.ingest.rollups import BLOCK
@@ -262,6 +263,34 @@ def test_first_of_cell_is_the_cells_least_double(v: float, g: float, ulps: int) 
         assert lo <= x < hi
         assert math.floor(lo / g) == c and math.floor(math.nextafter(lo, -math.inf) / g) < c
         assert math.floor(math.nextafter(hi, -math.inf) / g) == c
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-179, 179),
+    st.sampled_from([0.01, 0.02, 0.0075]),
+    st.integers(0, 9),
+    st.integers(0, 9),
+    st.integers(-3, 3),
+)
+def test_probe_bounds_are_the_probes_doubles(v: float, g: float, a: int, b: int, ulps: int) -> None:
+    """A probe's [x0, x1) holds exactly the doubles of its cell and fine columns, [y0, y1) those
+    of its cell: checked on values at and a few ulps beside the bounds of fine cells."""
+    cx, cy = math.floor(v / g), math.floor(-v / 2 / g)
+    f = finegrid.fine(v)
+    c0, c1 = sorted((f - a, f + b))
+    x0, x1, y0, y1 = (
+        float(w[0])
+        for w in probe_bounds(*(np.array([k]) for k in (cx, cy, c0, c1)), g)  # type: ignore[arg-type]
+    )
+    lo, hi = finegrid.bounds(np.array([c0 - 1, c0, c1, c1 + 1]))
+    for base in [v, -v / 2, *lo.tolist(), *hi.tolist(), cx * g, (cx + 1) * g, cy * g]:
+        x = base
+        for _ in range(abs(ulps)):
+            x = math.nextafter(x, math.copysign(math.inf, ulps))
+        in_probe = math.floor(x / g) == cx and c0 <= finegrid.fine(x) <= c1
+        assert (x0 <= x < x1) == in_probe, (x, x0, x1)
+        assert (y0 <= x < y1) == (math.floor(x / g) == cy), (x, y0, y1)
 
 
 @settings(max_examples=300, deadline=None)
