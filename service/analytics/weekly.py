@@ -45,7 +45,7 @@ from psycopg.pq import TransactionStatus
 
 from service.analytics import finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
-from service.ingest.rollups import BLOCK, PAIR_GRID, PAIR_ROWS
+from service.ingest.rollups import BLOCK, PAIR_GRID, PAIR_HALF, PAIR_ROWS, PAIR_SHIFT, pair_code
 
 # A margin, in degrees, far above floating-point error and far below any cell.
 EPS = 1e-9
@@ -327,12 +327,12 @@ def first_of_cell(c: int, g: float) -> float:
     monotone in x: c0 <= floor(x / g) <= c1 exactly when first_of_cell(c0, g) <= x <
     first_of_cell(c1 + 1, g), two comparisons instead of a division, a floor and a cast per
     point, with the same answer for every double."""
-    x = c * g
-    while math.floor(x / g) >= c:
-        x = math.nextafter(x, -math.inf)
-    while math.floor(x / g) < c:
-        x = math.nextafter(x, math.inf)
-    return x
+    return float(_first_of_cells(np.array([c], dtype=np.int64), g)[0])
+
+
+def _first_of_cells(c: np.ndarray, g: float) -> np.ndarray:
+    """first_of_cell of each of the cells c."""
+    return _least_doubles(lambda v: np.floor(v / g), c, c * g)
 
 
 def _least_doubles(
@@ -362,26 +362,18 @@ def probe_bounds(
     finegrid.fine(x) in [c0, c1] are exactly x0 <= x < x1, those y with floor(y / g) = cy
     exactly y0 <= y < y1 (both functions are monotone in x: see first_of_cell), so the query
     compares instead of computing them per point."""
-
-    def cell(v: np.ndarray) -> np.ndarray:
-        return np.floor(v / g)
-
     fine_lo = _least_doubles(finegrid.fine_array, c0, finegrid.bounds(c0)[0])
     fine_hi = _least_doubles(finegrid.fine_array, c1 + 1, finegrid.bounds(c1 + 1)[0])
-    x0 = np.maximum(_least_doubles(cell, cx, cx * g), fine_lo)
-    x1 = np.minimum(_least_doubles(cell, cx + 1, (cx + 1) * g), fine_hi)
-    return x0, x1, _least_doubles(cell, cy, cy * g), _least_doubles(cell, cy + 1, (cy + 1) * g)
+    x0 = np.maximum(_first_of_cells(cx, g), fine_lo)
+    x1 = np.minimum(_first_of_cells(cx + 1, g), fine_hi)
+    return x0, x1, _first_of_cells(cy, g), _first_of_cells(cy + 1, g)
 
 
 def cell_range_bounds(cells: dict[str, int], g: float) -> dict[str, float]:
     """tx0, tx1, ty0, ty1: the cells [cx0, cx1] x [cy0, cy1] of grid g as the doubles
     tx0 <= x < tx1, ty0 <= y < ty1 (first_of_cell)."""
-    return {
-        "tx0": first_of_cell(cells["cx0"], g),
-        "tx1": first_of_cell(cells["cx1"] + 1, g),
-        "ty0": first_of_cell(cells["cy0"], g),
-        "ty1": first_of_cell(cells["cy1"] + 1, g),
-    }
+    c = np.array([cells["cx0"], cells["cx1"] + 1, cells["cy0"], cells["cy1"] + 1], dtype=np.int64)
+    return dict(zip(("tx0", "tx1", "ty0", "ty1"), _first_of_cells(c, g).tolist(), strict=True))
 
 
 def box_plan(box: BBox, g: float) -> tuple[dict[str, Any], list[tuple[float, float, float, float]]]:
@@ -910,8 +902,8 @@ async def _one_end(
     plan = shape_plan(shapely.from_geojson(area.geojson), stored, g)
     if not plan.whole and not plan.probes:
         return []
-    names = ("pcx", "pcy", "pfr", "pc0", "pc1", "pkind")
-    columns = list(zip(*plan.probes, strict=True)) if plan.probes else [()] * len(names)
+    # the probes' columns (cx, cy, fr, c0, c1, kind), each an array
+    cx, cy, fr, c0, c1, kind = np.array(plan.probes, dtype=np.int64).reshape(-1, 6).T
     blocks, whole = _whole_blocks(plan.whole)
     p |= {
         "geojson": area.geojson,
@@ -919,9 +911,9 @@ async def _one_end(
         "wcy": [c[1] for c in whole],
         "wbx": [b[0] for b in blocks],
         "wby": [b[1] for b in blocks],
-        **{k: list(v) for k, v in zip(names, columns, strict=True)},
+        "pfr": fr.tolist(),
+        "pkind": kind.tolist(),
     }
-    cx, cy, c0, c1 = (np.array(p.pop(k), dtype=np.int64) for k in ("pcx", "pcy", "pc0", "pc1"))
     bounds = probe_bounds(cx, cy, c0, c1, g)
     p |= {k: v.tolist() for k, v in zip(("px0", "px1", "py0", "py1"), bounds, strict=True)}
     tx, ty = sql.Identifier("t", xn), sql.Identifier("t", yn)
@@ -1024,14 +1016,11 @@ _PAIR_ENDS = sql.SQL("""
     GROUP BY week""")
 
 # The pair rows of R x R: one descent per origin block of R (cx = its code), each reading the
-# codes of R's columns of destination blocks, tested exactly by their decoded block (code =
-# bx * PAIR_ROWS + by + PAIR_ROWS / 2, 0 <= by + PAIR_ROWS / 2 < PAIR_ROWS).
+# codes of R's columns of destination blocks, tested exactly by their decoded block (rollups.
+# pair_code).
 _PAIR_ROWS_QUERY = sql.SQL("""
     SELECT week, sum(trips)::bigint FROM weekly_cell_trips
-    WHERE side = 'P' AND {origins}
-      AND cy BETWEEN %(code0)s AND %(code1)s
-      AND (cy >> %(shift)s) BETWEEN %(cx0)s AND %(cx1)s
-      AND (cy & %(mask)s) - %(half)s BETWEEN %(cy0)s AND %(cy1)s
+    WHERE side = 'P' AND {origins} AND {destinations}
       AND week BETWEEN %(w0)s AND %(w1)s
       AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))
     GROUP BY week""")
@@ -1045,8 +1034,12 @@ MAX_PAIR_DESCENTS = 4096
 PAIR_EDGE_SHARE = 0.4
 
 
-def _pair_code(bx: int, by: int) -> int:
-    return bx * PAIR_ROWS + by + PAIR_ROWS // 2
+def _codes_in_r(column: str) -> sql.Composed:
+    """The pair code in `column` in R's range of codes and its decoded block in R."""
+    return sql.SQL(
+        "{c} BETWEEN %(code0)s AND %(code1)s AND ({c} >> %(shift)s) BETWEEN %(cx0)s AND %(cx1)s"
+        " AND ({c} & %(mask)s) - %(half)s BETWEEN %(cy0)s AND %(cy1)s"
+    ).format(c=sql.Identifier(column))
 
 
 def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list[Part] | None:
@@ -1062,16 +1055,13 @@ def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list
         return None
     p = {**params, **blocks, **cell_range_bounds(blocks, PAIR_GRID)}
     p |= {"minx": box.minx, "miny": box.miny, "maxx": box.maxx, "maxy": box.maxy}
-    p |= {"shift": PAIR_ROWS.bit_length() - 1, "mask": PAIR_ROWS - 1, "half": PAIR_ROWS // 2}
-    p |= {"code0": _pair_code(cx0, cy0), "code1": _pair_code(cx1, cy1)}
+    p |= {"shift": PAIR_SHIFT, "mask": PAIR_ROWS - 1, "half": PAIR_HALF}
+    p |= {"code0": pair_code(cx0, cy0), "code1": pair_code(cx1, cy1)}
     if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) <= MAX_PAIR_DESCENTS:
-        p["codes"] = [_pair_code(a, b) for a in range(cx0, cx1 + 1) for b in range(cy0, cy1 + 1)]
-        origins = sql.SQL("cx = ANY(%(codes)s::int[])")
+        p["codes"] = [pair_code(a, b) for a in range(cx0, cx1 + 1) for b in range(cy0, cy1 + 1)]
+        origins: sql.Composable = sql.SQL("cx = ANY(%(codes)s::int[])")
     else:
-        origins = sql.SQL(
-            "cx BETWEEN %(code0)s AND %(code1)s AND (cx >> %(shift)s) BETWEEN %(cx0)s AND %(cx1)s"
-            " AND (cx & %(mask)s) - %(half)s BETWEEN %(cy0)s AND %(cy1)s"
-        )
+        origins = _codes_in_r("cx")
     ends = {c: sql.Identifier(c) for c in ("ox", "oy", "dx", "dy", "ofr", "dfr")}
     select = sql.SQL("started_at, ox, oy, dx, dy")
     by_origin = _strip_scans(ends["ox"], ends["oy"], ends["ofr"], strips, p, select)
@@ -1083,7 +1073,7 @@ def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list
     )
     # the two scans first, one per connection; then the pair rows, halved when read by descents
     op = sql.SQL("OR" if either else "AND")
-    pair_rows = _PAIR_ROWS_QUERY.format(origins=origins)
+    pair_rows = _PAIR_ROWS_QUERY.format(origins=origins, destinations=_codes_in_r("cy"))
     sign = -1 if either else 1
     parts = [
         Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_origin)), p),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -38,10 +38,13 @@ ENCODE_ROWS = 65_536  # rows per binary COPY chunk of the totals
 BLOCK = 5
 _BLOCK_SIDE = np.uint8(ord("o") - ord("O"))  # 'o' - 32 = 'O', 'd' - 32 = 'D'
 # Pairs (origin block, destination block) of PAIR_GRID degrees, under side 'P' (db/migrations/
-# 022): each end's block as one integer, floor(x / PAIR_GRID) * PAIR_ROWS + floor(y / PAIR_GRID)
-# + PAIR_ROWS // 2, as trip_pair_key() in SQL.
+# 022): each end's block (bx, by) as one integer, pair_code(bx, by) = bx * PAIR_ROWS + by +
+# PAIR_HALF, as trip_pair_key() in SQL; |by| <= 1800 < PAIR_HALF, so bx = code >> PAIR_SHIFT and
+# by = (code & (PAIR_ROWS - 1)) - PAIR_HALF.
 PAIR_GRID = 0.05
-PAIR_ROWS = 4096
+PAIR_SHIFT = 12
+PAIR_ROWS = 1 << PAIR_SHIFT
+PAIR_HALF = PAIR_ROWS // 2
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,15 @@ def cells(v: np.ndarray, cell: float) -> np.ndarray:
     return np.floor(v / cell).astype(np.int32)
 
 
+def pair_code(bx: Any, by: Any) -> Any:
+    """The integer of pair block (bx, by): ints, or int32 arrays (which stay int32)."""
+    return bx * PAIR_ROWS + by + PAIR_HALF
+
+
 def pair_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """trip_pair_key(x, y): the pair block of points, as one integer (the same IEEE division and
     floor as SQL's)."""
-    half = np.int32(PAIR_ROWS // 2)
-    return cells(x, PAIR_GRID) * np.int32(PAIR_ROWS) + cells(y, PAIR_GRID) + half
+    return pair_code(cells(x, PAIR_GRID), cells(y, PAIR_GRID))
 
 
 def _sort_keys(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -355,14 +362,13 @@ def pair_end_rows(pairs: Columns) -> list[Columns]:
     """Pair rows (side 'P', cx / cy = the origin's / destination's pair_keys) as rows of the
     origin's block (side 'p') and of the destination's (side 'q'), cx, cy = floor(x / PAIR_GRID),
     floor(y / PAIR_GRID), not yet summed (db/migrations/023)."""
-    shift, mask, half = PAIR_ROWS.bit_length() - 1, PAIR_ROWS - 1, PAIR_ROWS // 2
     out: list[Columns] = []
     for side, code in (("p", pairs["cx"]), ("q", pairs["cy"])):
         out.append(
             {
                 "side": np.full(len(code), ord(side), dtype=np.uint8),
-                "cx": np.right_shift(code, shift).astype(np.int32),
-                "cy": (np.bitwise_and(code, mask) - half).astype(np.int32),
+                "cx": np.right_shift(code, PAIR_SHIFT).astype(np.int32),
+                "cy": (np.bitwise_and(code, PAIR_ROWS - 1) - PAIR_HALF).astype(np.int32),
                 "week": pairs["week"],
                 "region_id": pairs["region_id"],
                 "trips": pairs["trips"],
@@ -379,8 +385,11 @@ __all__ = [
     "buckets",
     "cells",
     "block_rows",
+    "pair_code",
     "pair_keys",
     "BLOCK",
     "PAIR_GRID",
     "PAIR_ROWS",
+    "PAIR_SHIFT",
+    "PAIR_HALF",
 ]
