@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from benchmarks import oracle
 from service.analytics import weekly
 from service.api.app import create_app
 from service.settings import Settings
@@ -305,3 +307,29 @@ def test_bad_requests_are_422_never_500(loaded: tuple[TestClient, list[Trip]]) -
         json={"type": "Polygon", "coordinates": [SQUARE]},
     )
     assert r.status_code == 200 and r.json()["trips"] == 0
+
+
+def test_store_oracle_agrees_and_can_disagree(
+    loaded: tuple[TestClient, list[Trip]], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/oracle.py (the brute-force check of a whole store) finds no difference on the
+    loaded store, over every kind of area it draws; and reports one when an answer is one trip
+    off."""
+    result = asyncio.run(oracle.check(db_url, 18, seed=3))
+    assert result["mismatches"] == []
+    assert result["answers_checked"] == 18 * 4
+    assert result["trips_counted"] > 0
+    assert set(result["areas_by_kind"]) == set(oracle.KINDS)
+
+    real = weekly.weekly_average
+
+    async def one_off(*args: object, **kwargs: object) -> dict:
+        answer = await real(*args, **kwargs)  # type: ignore[arg-type]
+        if kwargs["match"] == "both" and answer["series"]:
+            answer["series"][-1]["trips"] += 1
+        return answer
+
+    monkeypatch.setattr(weekly, "weekly_average", one_off)
+    wrong = asyncio.run(oracle.check(db_url, 8, seed=3))
+    assert {m["match"] for m in wrong["mismatches"]} == {"both"}
+    assert len(wrong["mismatches"]) == 8
