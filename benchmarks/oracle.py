@@ -64,6 +64,10 @@ class Case:
     geojson: str | None = None
 
 
+def _monday(d: date) -> date:
+    return d - timedelta(days=d.weekday())
+
+
 def _star(
     rng: random.Random, cx: float, cy: float, radius: float, n: int = 24
 ) -> list[list[float]]:
@@ -242,8 +246,13 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
         points = [tuple(r) for r in await cur.fetchall()]
         cur = await conn.execute("SELECT name FROM regions ORDER BY name")
         regions = [r[0] for r in await cur.fetchall()]
-        cur = await conn.execute("SELECT min(week), max(week) + 6 FROM weekly_trips")
-        first, last = await cur.fetchone()  # type: ignore[misc]
+        # the store's first and last weeks from the trips themselves, not the service's rollup
+        cur = await conn.execute(
+            "SELECT date_trunc('week', min(started_at))::date,"
+            " date_trunc('week', max(started_at))::date FROM trips"
+        )
+        first, last_week = await cur.fetchone()  # type: ignore[misc]
+        last = last_week + timedelta(days=6)
         cases = _cases(rng, points, regions, first, last, n, kinds)
         for b in range(0, len(cases), BATCH):
             batch = cases[b : b + BATCH]
@@ -261,23 +270,28 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
                         spare=lambda: pool_spare(pool),
                     )
                 answers.append(per_match)
-            windows = [
-                (date.fromisoformat(a["origin"]["from"]), date.fromisoformat(a["origin"]["to"]))
-                for a in answers
-            ]
+            # SPEC: the weeks of from and to, by default of the first and last trip stored
+            windows = [(_monday(c.start or first), _monday(c.end or last)) for c in batch]
             truth = await _brute(conn, batch, windows)
-            for case, per_match, counted in zip(batch, answers, truth, strict=True):
+            for case, per_match, counted, (w0, w1) in zip(
+                batch, answers, truth, windows, strict=True
+            ):
                 by_kind[case.kind] = by_kind.get(case.kind, 0) + 1
                 if isinstance(case.area, BBox) and weekly._both_pairs(case.area, {}) is not None:
                     by_pairs += 1
                 for m in MATCHES:
-                    got = {
-                        date.fromisoformat(s["week"]): s["trips"] for s in per_match[m]["series"]
-                    }
-                    want = {w: counted[m].get(w, 0) for w in got}
+                    answer = per_match[m]
+                    got = {date.fromisoformat(s["week"]): s["trips"] for s in answer["series"]}
+                    weeks = [w0 + timedelta(days=7 * i) for i in range((w1 - w0).days // 7 + 1)]
+                    want = {w: counted[m].get(w, 0) for w in weeks}
                     checked += 1
                     trips_counted += sum(want.values())
-                    if got != want or set(counted[m]) - set(got):
+                    if (
+                        got != want
+                        or (answer["from"], answer["to"]) != (w0.isoformat(), w1.isoformat())
+                        or answer["trips"] != sum(want.values())
+                        or answer["weekly_average"] != sum(want.values()) / len(weeks)
+                    ):
                         mismatches.append(
                             {
                                 "kind": case.kind,
@@ -286,8 +300,8 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
                                 "area": case.geojson or repr(case.area),
                                 "from": str(case.start),
                                 "to": str(case.end),
-                                "service": sum(got.values()),
-                                "brute_force": sum(counted[m].values()),
+                                "service": [answer["from"], answer["to"], answer["trips"]],
+                                "brute_force": [str(w0), str(w1), sum(want.values())],
                             }
                         )
             print(f"{b + len(batch)}/{len(cases)} areas, {len(mismatches)} mismatches", flush=True)
