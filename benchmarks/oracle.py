@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from benchmarks.queries import star
 from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
 from service.db.pool import spare_connection as pool_spare
@@ -66,17 +67,6 @@ class Case:
 
 def _monday(d: date) -> date:
     return d - timedelta(days=d.weekday())
-
-
-def _star(
-    rng: random.Random, cx: float, cy: float, radius: float, n: int = 24
-) -> list[list[float]]:
-    ring = []
-    for k in range(n):
-        a = 2 * math.pi * k / n
-        r = radius * rng.uniform(0.55, 1.0)
-        ring.append([cx + r * math.cos(a), cy + r * math.sin(a)])
-    return ring + [ring[0]]
 
 
 def _cases(
@@ -119,7 +109,7 @@ def _cases(
     def polygon(kind: str) -> str:
         x, y = point()
         radius = math.exp(rng.uniform(math.log(0.003), math.log(0.15)))
-        ring = _star(rng, x, y, radius)
+        ring = star(rng, x, y, radius, inner=0.55)
         if kind == "polygon-on-point":  # a vertex on a stored point
             ring[3] = list(min(points, key=lambda p: (p[0] - x) ** 2 + (p[1] - y) ** 2)[:2])
         if kind == "polygon-hole":
@@ -130,7 +120,7 @@ def _cases(
             return json.dumps({"type": "Polygon", "coordinates": [ring, hole + [hole[0]]]})
         if kind == "multipolygon":
             x2, y2 = point()
-            other = _star(rng, x2 + 2 * radius, y2, radius / 2)
+            other = star(rng, x2 + 2 * radius, y2, radius / 2, inner=0.55)
             return json.dumps({"type": "MultiPolygon", "coordinates": [[ring], [other]]})
         return json.dumps({"type": "Polygon", "coordinates": [ring]})
 
@@ -185,18 +175,17 @@ def _end_test(case: Case, end: str, k: int, params: dict[str, Any]) -> sql.Compo
 
 
 async def _brute(
-    conn: psycopg.AsyncConnection, cases: list[Case], windows: list[tuple[date, date]]
+    conn: psycopg.AsyncConnection,
+    cases: list[Case],
+    windows: list[tuple[date, date]],
+    region_ids: dict[str, list[int]],
 ) -> list[dict[str, dict[date, int]]]:
-    """Per case and match, trips per week, from one scan of all trips."""
+    """Per case and match, trips per week, from one scan of all trips; region_ids: the ids of
+    the regions each name matches (SPEC: case-insensitively)."""
     params: dict[str, Any] = {}
     columns, wheres = [], []
     for k, (case, (w0, w1)) in enumerate(zip(cases, windows, strict=True)):
-        ids = None
-        if case.region is not None:
-            cur = await conn.execute(
-                "SELECT array_agg(id) FROM regions WHERE lower(name) = lower(%s)", [case.region]
-            )
-            ids = (await cur.fetchone())[0] or []  # type: ignore[index]
+        ids = None if case.region is None else region_ids[case.region]
         params |= {f"w{k}0": w0, f"w{k}1": w1 + timedelta(days=7), f"r{k}": ids}
         scope = _SCOPE.format(
             w0=sql.Placeholder(f"w{k}0"), w1=sql.Placeholder(f"w{k}1"), r=sql.Placeholder(f"r{k}")
@@ -244,8 +233,12 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
             [share, seed],
         )
         points = [tuple(r) for r in await cur.fetchall()]
-        cur = await conn.execute("SELECT name FROM regions ORDER BY name")
-        regions = [r[0] for r in await cur.fetchall()]
+        cur = await conn.execute(
+            "SELECT r.name, array_agg(o.id) FROM regions r"
+            " JOIN regions o ON lower(o.name) = lower(r.name) GROUP BY r.name ORDER BY r.name"
+        )
+        region_ids = {name: ids for name, ids in await cur.fetchall()}
+        regions = list(region_ids)
         # the store's first and last weeks from the trips themselves, not the service's rollup
         cur = await conn.execute(
             "SELECT date_trunc('week', min(started_at))::date,"
@@ -272,7 +265,7 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
                 answers.append(per_match)
             # SPEC: the weeks of from and to, by default of the first and last trip stored
             windows = [(_monday(c.start or first), _monday(c.end or last)) for c in batch]
-            truth = await _brute(conn, batch, windows)
+            truth = await _brute(conn, batch, windows, region_ids)
             for case, per_match, counted, (w0, w1) in zip(
                 batch, answers, truth, windows, strict=True
             ):

@@ -69,14 +69,20 @@ def _polygons(rng: random.Random, ext: list[tuple], n: int) -> list[str]:
         _, x0, y0, x1, y1 = ext[i % len(ext)]
         radius = rng.uniform(0.01, max(x1 - x0, y1 - y0) / 2)
         cx, cy = (x0 + x1) / 2 + rng.uniform(-0.02, 0.02), (y0 + y1) / 2
-        ring = []
-        for k in range(24):
-            a = 2 * math.pi * k / 24
-            r = radius * rng.uniform(0.6, 1.0)
-            ring.append([cx + r * math.cos(a), cy + r * math.sin(a)])
-        ring.append(ring[0])
-        out.append(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+        out.append(json.dumps({"type": "Polygon", "coordinates": [star(rng, cx, cy, radius)]}))
     return out
+
+
+def star(
+    rng: random.Random, cx: float, cy: float, radius: float, inner: float = 0.6, n: int = 24
+) -> list[list[float]]:
+    """A closed ring of n vertices around (cx, cy), each at radius * uniform(inner, 1)."""
+    ring = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        r = radius * rng.uniform(inner, 1.0)
+        ring.append([cx + r * math.cos(a), cy + r * math.sin(a)])
+    return ring + [ring[0]]
 
 
 async def _time(url: str, conn: psycopg.AsyncConnection, q: Query) -> tuple[float, float]:
