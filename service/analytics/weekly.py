@@ -322,16 +322,11 @@ def _cell_span(lo: float, hi: float, g: float) -> tuple[int, int]:
     return c0, c1
 
 
-def first_of_cell(c: int, g: float) -> float:
-    """The least double x with floor(x / g) >= c. x / g is correctly rounded, so floor(x / g) is
-    monotone in x: c0 <= floor(x / g) <= c1 exactly when first_of_cell(c0, g) <= x <
-    first_of_cell(c1 + 1, g), two comparisons instead of a division, a floor and a cast per
-    point, with the same answer for every double."""
-    return float(_first_of_cells(np.array([c], dtype=np.int64), g)[0])
-
-
 def _first_of_cells(c: np.ndarray, g: float) -> np.ndarray:
-    """first_of_cell of each of the cells c."""
+    """For each cell c, the least double x with floor(x / g) >= c. x / g is correctly rounded,
+    so floor(x / g) is monotone in x: c0 <= floor(x / g) <= c1 exactly when
+    _first_of_cells(c0) <= x < _first_of_cells(c1 + 1), two comparisons instead of a division, a
+    floor and a cast per point, with the same answer for every double."""
     return _least_doubles(lambda v: np.floor(v / g), c, c * g)
 
 
@@ -360,7 +355,7 @@ def probe_bounds(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x0, x1, y0, y1 of probes (shape_plan): the doubles x with floor(x / g) = cx and
     finegrid.fine(x) in [c0, c1] are exactly x0 <= x < x1, those y with floor(y / g) = cy
-    exactly y0 <= y < y1 (both functions are monotone in x: see first_of_cell), so the query
+    exactly y0 <= y < y1 (both functions are monotone in x: see _first_of_cells), so the query
     compares instead of computing them per point."""
     fine_lo = _least_doubles(finegrid.fine_array, c0, finegrid.bounds(c0)[0])
     fine_hi = _least_doubles(finegrid.fine_array, c1 + 1, finegrid.bounds(c1 + 1)[0])
@@ -371,7 +366,7 @@ def probe_bounds(
 
 def cell_range_bounds(cells: dict[str, int], g: float) -> dict[str, float]:
     """tx0, tx1, ty0, ty1: the cells [cx0, cx1] x [cy0, cy1] of grid g as the doubles
-    tx0 <= x < tx1, ty0 <= y < ty1 (first_of_cell)."""
+    tx0 <= x < tx1, ty0 <= y < ty1 (_first_of_cells)."""
     c = np.array([cells["cx0"], cells["cx1"] + 1, cells["cy0"], cells["cy1"] + 1], dtype=np.int64)
     return dict(zip(("tx0", "tx1", "ty0", "ty1"), _first_of_cells(c, g).tolist(), strict=True))
 

@@ -23,8 +23,8 @@ from service.analytics.weekly import (
     _strip_scans,
     _whole_blocks,
     box_plan,
+    cell_range_bounds,
     fine_cells,
-    first_of_cell,
     inner_rects,
     probe_bounds,
     shape_plan,
@@ -251,15 +251,17 @@ def test_inside_spans_are_covered(case: tuple[Any, list[tuple[float, float]]]) -
     st.sampled_from([0.01, 0.05, 0.02, 0.0075, 0.001, 0.3]),
     st.integers(-3, 3),
 )
-def test_first_of_cell_is_the_cells_least_double(v: float, g: float, ulps: int) -> None:
-    """first_of_cell(c, g) is the least double whose floor(x / g) is c or more: a cell's range
-    [first_of_cell(c0), first_of_cell(c1 + 1)) holds exactly the doubles of cells c0..c1, near
-    the cells' bounds too (v on a multiple of g, a few ulps beside)."""
+def test_cell_range_bounds_are_the_cells_least_doubles(v: float, g: float, ulps: int) -> None:
+    """cell_range_bounds of cell c alone gives the least double whose floor(x / g) is c or more,
+    and that of c + 1: a cell's range [tx0, tx1) holds exactly its doubles, near the cells'
+    bounds too (v on a multiple of g, a few ulps beside)."""
     for x in (v, round(v / g) * g):
         for _ in range(abs(ulps)):
             x = math.nextafter(x, math.copysign(math.inf, ulps))
         c = math.floor(x / g)
-        lo, hi = first_of_cell(c, g), first_of_cell(c + 1, g)
+        bounds = cell_range_bounds({"cx0": c, "cx1": c, "cy0": c, "cy1": c}, g)
+        lo, hi = bounds["tx0"], bounds["tx1"]
+        assert (bounds["ty0"], bounds["ty1"]) == (lo, hi)
         assert lo <= x < hi
         assert math.floor(lo / g) == c and math.floor(math.nextafter(lo, -math.inf) / g) < c
         assert math.floor(math.nextafter(hi, -math.inf) / g) == c
