@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import shapely
@@ -46,6 +46,8 @@ from psycopg.pq import TransactionStatus
 from service.analytics import finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
 from service.ingest.rollups import BLOCK, PAIR_GRID, PAIR_HALF, PAIR_ROWS, PAIR_SHIFT, pair_code
+
+T = TypeVar("T")
 
 # A margin, in degrees, far above floating-point error and far below any cell.
 EPS = 1e-9
@@ -713,16 +715,82 @@ Spare = Callable[[], AbstractAsyncContextManager[AsyncConnection | None]]
 _NO_SORT = "SET LOCAL enable_sort = off"
 
 
-async def _begin_read(conn: AsyncConnection, snapshot: str | None = None) -> None:
+async def _begin_read(
+    conn: AsyncConnection, snapshot: str | None = None, attached: bool = False
+) -> list[int] | None:
     """Make the transaction just begun on `conn` a read-only snapshot (the one exported as
-    `snapshot`, when given), with sorts off (see _rows); one round trip."""
+    `snapshot`, when given), with sorts off (see _rows); with `attached`, the tables attached to
+    `trips` as the snapshot sees them (_ATTACHED). One round trip."""
     statements: list[sql.Composable] = [
         sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     ]
     if snapshot is not None:
         # the snapshot's name comes from the server; SET takes no bound parameter
         statements.append(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-    await conn.execute(sql.SQL("; ").join([*statements, sql.SQL(_NO_SORT)]))
+    statements.append(sql.SQL(_NO_SORT))
+    if attached:
+        statements.append(sql.SQL(_ATTACHED))
+    cur = await conn.execute(sql.SQL("; ").join(statements))
+    if not attached:
+        return None
+    while cur.nextset():  # to the last statement's rows
+        pass
+    return _tables(await cur.fetchone())
+
+
+def _tables(row: Any) -> list[int]:
+    return list(row[0] or []) if row else []
+
+
+# The tables attached to `trips` (the jobs' own tables and trips_p0), as a snapshot or the
+# current catalog sees them. A job's table is attached by the job's commit, but its rows were
+# COPY FREEZE'd earlier (service/ingest/loader.py): frozen rows are visible to every snapshot,
+# and a statement planned after the attach reads the new table, whatever its snapshot, while
+# the job's rollup rows (plain MVCC rows) stay out of a snapshot taken before the commit. A
+# read whose raw parts may have been planned after such an attach is not one state of the store.
+_ATTACHED = """
+    SELECT array_agg(inhrelid ORDER BY inhrelid) FROM pg_inherits
+    WHERE inhparent = 'trips'::regclass"""
+# Attempts of a read made again when a job's table was attached while it ran (_consistent);
+# the one after them keeps attaches out with a lock.
+OPTIMISTIC_READS = 4
+# Taken before the snapshot (LOCK TABLE takes none), it makes ATTACH PARTITION (SHARE UPDATE
+# EXCLUSIVE on the parent) wait for the read's end; ONLY: the partitions' own writers (a small
+# job's rows into trips_p0) go on. Not allowed in a READ ONLY transaction.
+_HOLD_ATTACHES = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; LOCK TABLE ONLY trips IN SHARE MODE"
+)
+
+
+async def _attached(conn: AsyncConnection) -> list[int]:
+    cur = await conn.execute(_ATTACHED)
+    return _tables(await cur.fetchone())
+
+
+async def _consistent(
+    conn: AsyncConnection, read: Callable[[AsyncConnection], Awaitable[T]], raw: bool
+) -> T:
+    """read(conn) in one read-only snapshot, as one state of the store.
+
+    A read of raw trips (`raw`) may see a job's trips without its rollup rows when the job's
+    table is attached after the snapshot (_ATTACHED). Attaches are rare (one per large job) and
+    only ever add tables: so the snapshot's attached tables are read with it, and the catalog's
+    after the read; the same list means every statement planned only tables the snapshot knew,
+    and the answer stands; otherwise the read is made again. After OPTIMISTIC_READS attempts,
+    the last one holds attaches off (_HOLD_ATTACHES) while it reads. In the caller's own
+    transaction, the caller chose the snapshot: read(conn) once, as it comes."""
+    if not _idle(conn):
+        await conn.execute(_NO_SORT)
+        return await read(conn)
+    for _ in range(OPTIMISTIC_READS if raw else 1):
+        async with conn.transaction():
+            seen = await _begin_read(conn, attached=raw)
+            result = await read(conn)
+        if not raw or await _attached(conn) == seen:
+            return result
+    async with conn.transaction():
+        await conn.execute(sql.SQL("; ").join([sql.SQL(_HOLD_ATTACHES), sql.SQL(_NO_SORT)]))
+        return await read(conn)
 
 
 async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
@@ -1089,14 +1157,20 @@ async def weekly_counts(
     spare: Spare | None = None,
 ) -> Counter[date]:
     """Trips per week (Monday) of the window, for the area and match, read in one snapshot (on
-    `conn`, and on a `spare` connection for the parts of a big area, see run_parts)."""
+    `conn`, and on a `spare` connection for the parts of a big area, see run_parts) that is one
+    state of the store (_consistent)."""
+
+    spare = spare if _idle(conn) else None  # a spare connection only in a read of our own
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
-    if conn.info.transaction_status != TransactionStatus.IDLE:  # in the caller's transaction
-        await conn.execute(_NO_SORT)
-        return await run_parts(conn, await _parts(conn, area, match, params))
-    async with conn.transaction():
-        await _begin_read(conn)
-        return await run_parts(conn, await _parts(conn, area, match, params), spare)
+
+    async def read(c: AsyncConnection) -> Counter[date]:
+        return await run_parts(c, await _parts(c, area, match, params), spare)
+
+    return await _consistent(conn, read, raw=area is not None)
+
+
+def _idle(conn: AsyncConnection) -> bool:
+    return conn.info.transaction_status == TransactionStatus.IDLE
 
 
 async def _parts(
@@ -1126,11 +1200,22 @@ async def weekly_average(
     match: str,
     spare: Spare | None = None,
 ) -> dict[str, Any]:
-    """The answer of GET/POST /stats/weekly-average (SPEC section 4); `spare` as in run_parts."""
+    """The answer of GET/POST /stats/weekly-average (SPEC section 4); `spare` as in run_parts.
+    The region's ids, the window and the counts are read in one snapshot (_consistent): the
+    default window is the stored trips' of the same state of the store as the counts."""
     if region is None and area is None:
         raise AreaError("give a region, a bbox or a polygon (or a region with one of them)")
-    regions = await region_ids(conn, region)
-    window = await _window(conn, start, end)
+    spare = spare if _idle(conn) else None
+
+    async def read(c: AsyncConnection) -> tuple[tuple[date, date] | None, Counter[date]]:
+        regions = await region_ids(c, region)
+        window = await _window(c, start, end)
+        if window is None:
+            return None, Counter()
+        params = {"regions": regions, "w0": window[0], "w1": window[1]}
+        return window, await run_parts(c, await _parts(c, area, match, params), spare)
+
+    window, counts = await _consistent(conn, read, raw=area is not None)
     if window is None:
         return {
             "weekly_average": 0.0,
@@ -1142,9 +1227,6 @@ async def weekly_average(
             "series": [],
         }
     w0, w1 = window
-    counts = await weekly_counts(
-        conn, regions=regions, area=area, match=match, w0=w0, w1=w1, spare=spare
-    )
     weeks = (w1 - w0).days // 7 + 1
     series = [
         {"week": (w := w0 + timedelta(days=7 * i)).isoformat(), "trips": counts.get(w, 0)}

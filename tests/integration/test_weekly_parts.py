@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -117,3 +119,65 @@ async def test_a_busy_pool_gives_no_spare_and_the_answer_stands(stored: str) -> 
         async with spare_connection(pool) as free:
             assert free is not None
         assert pool.get_stats()["pool_available"] == 1
+
+
+@pytest.mark.parametrize("match", ["origin", "both", "either"])
+async def test_a_job_attached_while_the_query_reads_is_all_in_or_all_out(
+    stored: str, settings: Settings, tmp_path: Path, match: str
+) -> None:
+    """A large job's trips are COPY FREEZE'd into a table of their own and attached to `trips`
+    when the job commits: frozen rows are visible to every snapshot, and a partition attached
+    after a query's snapshot was taken is in the plans of the statements planned after it,
+    while the job's rollup rows (plain MVCC rows) are not. Such a job, committed between the
+    query's snapshot and the planning of its raw parts, must be counted wholly or not at all:
+    here the answer must equal one read before or one read after it."""
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    more = write_csv(make_trips(6, 2000), tmp_path / "b.csv")
+    area = AREAS["box"]
+    before = await _counts(stored, area, match, None)
+    commits: list[str] = []
+
+    def commit_more() -> None:
+        if not commits:  # once, while the first attempt reads
+            commits.append(ingest(stored, big, more)["state"])
+
+    spare = Spares(stored, before=commit_more)
+    during = await _counts(stored, area, match, spare)
+    after = await _counts(stored, area, match, None)
+    assert commits == ["succeeded"]
+    assert sum(after.values()) > sum(before.values())  # the new trips are in the area
+    assert during in (before, after)
+    assert spare.given == 2  # the first read saw the attach and was made again, in full
+
+
+async def test_the_last_attempt_holds_attaches_off(
+    stored: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no optimistic attempt left, the read locks `trips` before its snapshot: a job's
+    attach waits for the read's end, and the read answers as before the job."""
+    monkeypatch.setattr(weekly, "OPTIMISTIC_READS", 0)
+    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    more = write_csv(make_trips(6, 2000), tmp_path / "b.csv")
+    area = AREAS["polygon"]
+    before = await _counts(stored, area, "either", None)
+    done: list[str] = []
+    job = threading.Thread(target=lambda: done.append(ingest(stored, big, more)["state"]))
+
+    def start_job_and_see_it_wait() -> None:
+        job.start()
+        with psycopg.connect(stored, autocommit=True) as watch:
+            deadline = time.monotonic() + 60
+            while not watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query ILIKE '%ATTACH PARTITION%'"
+            ).fetchone():
+                assert job.is_alive() and time.monotonic() < deadline, "the attach never waited"
+                time.sleep(0.05)
+
+    spare = Spares(stored, before=start_job_and_see_it_wait)
+    during = await _counts(stored, area, "either", spare)
+    job.join(60)
+    assert done == ["succeeded"]
+    after = await _counts(stored, area, "either", None)
+    assert sum(after.values()) > sum(before.values())
+    assert during == before
