@@ -763,6 +763,14 @@ _HOLD_ATTACHES = (
 
 
 async def _attached(conn: AsyncConnection) -> list[int]:
+    """The tables attached to `trips` now (outside any transaction of the caller's)."""
+    if not conn.autocommit:
+        async with conn.transaction():
+            return await _attached_now(conn)
+    return await _attached_now(conn)
+
+
+async def _attached_now(conn: AsyncConnection) -> list[int]:
     cur = await conn.execute(_ATTACHED)
     return _tables(await cur.fetchone())
 

@@ -181,3 +181,16 @@ async def test_the_last_attempt_holds_attaches_off(
     after = await _counts(stored, area, "either", None)
     assert sum(after.values()) > sum(before.values())
     assert during == before
+
+
+async def test_a_connection_without_autocommit_is_left_idle(stored: str) -> None:
+    """The read's own transaction, and the check after it, end: the caller's connection is
+    idle again, with the same answer as an autocommit one."""
+    area = AREAS["box"]
+    want = await _counts(stored, area, "origin", None)
+    async with await psycopg.AsyncConnection.connect(stored) as conn:
+        got = await weekly.weekly_counts(
+            conn, regions=None, area=area, match="origin", w0=W0, w1=W1
+        )
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert got == want
