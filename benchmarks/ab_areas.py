@@ -19,29 +19,21 @@ import statistics
 import sys
 import time
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from benchmarks.queries import _boxes, _extents, _pct, _polygons
+from benchmarks.queries import _extents, _pct, areas, served
 from service.analytics import weekly
 from service.analytics.area import parse_geometry
-from service.db.pool import spare_connection as pool_spare
 
 
 async def _main(url: str, matches: list[str], label: str, seed: int) -> None:
     rng = random.Random(seed)
     out = {}
-    async with (
-        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-    ):
-        ext = await _extents(conn)
-        boxes = _boxes(rng, ext, max(30, 6 * len(ext)))
-        polygons = [parse_geometry(t) for t in _polygons(rng, ext, 5)]
+    async with served(url) as (conn, spare):
+        boxes, texts = areas(rng, await _extents(conn))
+        polygons = [parse_geometry(t) for t in texts]
         for m in matches:
-            for name, areas in (("bbox", boxes), ("polygon", polygons)):
+            for name, kind in (("bbox", boxes), ("polygon", polygons)):
                 medians, trips = [], 0
-                for area in areas:
+                for area in kind:
                     runs = []
                     for _ in range(3):
                         t = time.perf_counter()
@@ -52,7 +44,7 @@ async def _main(url: str, matches: list[str], label: str, seed: int) -> None:
                             start=None,
                             end=None,
                             match=m,
-                            spare=lambda: pool_spare(pool),
+                            spare=spare,
                         )
                         runs.append((time.perf_counter() - t) * 1000)
                     medians.append(statistics.median(runs))

@@ -17,7 +17,8 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,23 @@ def _boxes(rng: random.Random, ext: list[tuple], n: int) -> list[BBox]:
     return out
 
 
+def areas(rng: random.Random, ext: list[tuple]) -> tuple[list[BBox], list[str]]:
+    """The benchmark's areas: 30 boxes or more (six per region), then five polygons (GeoJSON),
+    drawn from rng in that order."""
+    return _boxes(rng, ext, max(30, 6 * len(ext))), _polygons(rng, ext, 5)
+
+
+@asynccontextmanager
+async def served(url: str) -> AsyncIterator[tuple[psycopg.AsyncConnection, weekly.Spare]]:
+    """A connection, and spare connections as the API gives them: from a pool of one, for the
+    parts of a big area (weekly.run_parts)."""
+    async with (
+        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
+        yield conn, lambda: pool_spare(pool)
+
+
 def _polygons(rng: random.Random, ext: list[tuple], n: int) -> list[str]:
     out = []
     for i in range(n):
@@ -100,12 +118,8 @@ async def _time(url: str, conn: psycopg.AsyncConnection, q: Query) -> tuple[floa
 async def _run(url: str, seed: int, spare_connection: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     samples: dict[str, list[tuple[float, float]]] = {}
-    # the API's way: a second pooled connection for the parts of a big area (weekly.run_parts)
-    async with (
-        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-    ):
-        spare = (lambda: pool_spare(pool)) if spare_connection else None
+    async with served(url) as (conn, pooled):
+        spare = pooled if spare_connection else None
         ext = await _extents(conn)
         if not ext:
             return {"error": "no trips stored"}
@@ -120,7 +134,8 @@ async def _run(url: str, seed: int, spare_connection: bool = True) -> dict[str, 
                     c, region=n, area=None, start=None, end=None, match="origin", spare=spare
                 ),
             )
-        for box in _boxes(rng, ext, max(30, 6 * len(ext))):
+        boxes, polygons = areas(rng, ext)
+        for box in boxes:
             for match in ("origin", "destination", "both", "either"):
                 await add(
                     f"bbox_{match}",
@@ -128,7 +143,7 @@ async def _run(url: str, seed: int, spare_connection: bool = True) -> dict[str, 
                         c, region=None, area=b, start=None, end=None, match=m, spare=spare
                     ),
                 )
-        for text in _polygons(rng, ext, 5):
+        for text in polygons:
             shape = parse_geometry(text)
             for match in ("origin", "destination", "both", "either"):
                 kind = "polygon" if match in ("origin", "destination") else f"polygon_{match}"
