@@ -248,8 +248,8 @@ def main() -> None:
     ap.add_argument(
         "--queries-only",
         action="store_true",
-        help="rerun only the query benchmark on the kept bench_<rows> database and "
-        "update the latest result file of that size",
+        help="rerun only the query benchmark on the kept bench_<rows> database, into "
+        "results/<date>-queries-<rows>-seed<seed>-rerun.json (the run's own file stays)",
     )
     ap.add_argument("--no-api", action="store_true", help="ingest every file with trips ingest")
     args = ap.parse_args()
@@ -364,18 +364,39 @@ def main() -> None:
 
 
 def rerun_queries(rows: int, seed: int) -> None:
-    out = sorted(
+    """The query benchmark again on the kept bench_<rows> store, into a file of its own beside
+    the run that built the store (which stays as it was measured)."""
+    run = sorted(
         p
         for p in RESULTS.glob(f"*-{rows}.json")
         if (m := common.RUN_RESULT.fullmatch(p.name)) and m.group(2) == str(rows)
     )[-1]
-    result = json.loads(out.read_text())
     url = common.with_db(common.server_url(), f"bench_{rows}")
-    result["queries"] = query_benchmark(url, seed)
-    result["queries_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    at = datetime.now(UTC)
+    result = {
+        "rows": rows,
+        "store_from_run": run.stem,
+        "code": _code(),
+        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
+        "seed": seed,
+        "queries_at": at.isoformat(timespec="seconds"),
+        "queries": query_benchmark(url, seed),
+    }
+    out = RESULTS / f"{at:%Y-%m-%dT%H%M}-queries-{rows}-seed{seed}-rerun.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
-    print(f"queries updated in {out}", flush=True)
+    print(f"wrote {out}", flush=True)
+
+
+def _code() -> str | None:
+    """The checkout's commit, with "+changes" when its tree differs (None outside git)."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+changes" if dirty else "")
 
 
 if __name__ == "__main__":
