@@ -713,6 +713,11 @@ class Part:
 Spare = Callable[[], AbstractAsyncContextManager[AsyncConnection | None]]
 
 _NO_SORT = "SET LOCAL enable_sort = off"
+# The reads of `both` and `either` run without PostgreSQL's parallel workers: their parts already
+# fill the two cores on two connections (run_parts), and the workers of each only contend with
+# them. Origin and destination reads keep theirs, which fill a core that a lopsided part leaves
+# idle (ab-no-parallel-workers-10000000-2026-12-03.log).
+_SERIAL = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
 async def _begin_read(
@@ -821,14 +826,16 @@ async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
 
 
 async def run_parts(
-    conn: AsyncConnection, parts: list[Part], spare: Spare | None = None
+    conn: AsyncConnection, parts: list[Part], spare: Spare | None = None, serial: bool = False
 ) -> Counter[date]:
     """The sum of the parts, read on `conn` (inside its read transaction) and, when there are
     several parts and `spare` gives a connection, on that one too: two workers take the parts in
     order, so a query's big scans, split in two, run on both cores of the server. The spare
     connection imports the first one's snapshot (pg_export_snapshot), so every part sees the
-    same committed trips, as one query would."""
+    same committed trips, as one query would. `serial`: no parallel workers (_SERIAL)."""
     total: Counter[date] = Counter()
+    if serial:
+        await conn.execute(_SERIAL)
     if len(parts) < 2 or spare is None:
         for part in parts:
             total.update(await _rows(conn, part))
@@ -846,6 +853,8 @@ async def run_parts(
 
         async with other.transaction():
             await _begin_read(other, snapshot)
+            if serial:
+                await other.execute(_SERIAL)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(work(conn))
                 tg.create_task(work(other))
@@ -1172,9 +1181,13 @@ async def weekly_counts(
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
 
     async def read(c: AsyncConnection) -> Counter[date]:
-        return await run_parts(c, await _parts(c, area, match, params), spare)
+        return await run_parts(c, await _parts(c, area, match, params), spare, _serial(match))
 
     return await _consistent(conn, read, raw=area is not None)
+
+
+def _serial(match: str) -> bool:
+    return match in ("both", "either")
 
 
 def _idle(conn: AsyncConnection) -> bool:
@@ -1221,7 +1234,8 @@ async def weekly_average(
         if window is None:
             return None, Counter()
         params = {"regions": regions, "w0": window[0], "w1": window[1]}
-        return window, await run_parts(c, await _parts(c, area, match, params), spare)
+        parts = await _parts(c, area, match, params)
+        return window, await run_parts(c, parts, spare, _serial(match))
 
     window, counts = await _consistent(conn, read, raw=area is not None)
     if window is None:

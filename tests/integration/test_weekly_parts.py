@@ -20,7 +20,7 @@ from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
 from service.db.pool import spare_connection
 from service.settings import Settings
-from tests.helpers import ingest
+from tests.helpers import ingest, query
 from tests.integration.analytics_data import make_trips, write_csv
 
 PRAGUE_BOX = BBox(14.3, 49.95, 14.55, 50.2)
@@ -194,3 +194,26 @@ async def test_a_connection_without_autocommit_is_left_idle(stored: str) -> None
         )
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert got == want
+
+
+@pytest.mark.parametrize("kind", list(AREAS))
+async def test_both_and_either_read_without_parallel_workers(
+    stored: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`both` and `either` parts run with max_parallel_workers_per_gather = 0 on both
+    connections; origin and destination parts keep the server's setting."""
+    seen: dict[str, set[str]] = {}
+    match = ""
+    real = weekly._rows
+
+    async def spy(conn: psycopg.AsyncConnection, part: weekly.Part) -> Counter[date]:
+        cur = await conn.execute("SELECT current_setting('max_parallel_workers_per_gather')")
+        seen.setdefault(match, set()).add((await cur.fetchone())[0])  # type: ignore[index]
+        return await real(conn, part)
+
+    monkeypatch.setattr(weekly, "_rows", spy)
+    default = query(stored, "SELECT current_setting('max_parallel_workers_per_gather') AS v")
+    for match in ("origin", "destination", "both", "either"):
+        await _counts(stored, AREAS[kind], match, Spares(stored))
+    assert seen["both"] == seen["either"] == {"0"}
+    assert seen["origin"] == seen["destination"] == {default[0]["v"]} != {"0"}
