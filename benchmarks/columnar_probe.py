@@ -1,6 +1,6 @@
 """Probe, not part of the service: would a columnar copy of the raw points meet the targets
-that the PostgreSQL raw-point reads miss at 100M trips (issue 5: bbox_origin / destination p95
-at most 100 ms, polygon at most 300 ms)?
+that the PostgreSQL raw-point reads miss at 100M trips (issue 5: p95 bbox_origin / destination
+at most 100 ms, polygon 300 ms, bbox_both / either 1 s)?
 
 The copy is DuckDB's (`pip install duckdb`: the `probe` extra; the service does not use it):
 each end's points (x, y, the other end, day, region) stored twice, sorted by (fine row of y,
@@ -13,9 +13,12 @@ with the raw points read from the copy, and checks every week against the servic
 
 1. The copy (skipped when the file exists): `COPY (SELECT ...) TO STDOUT` of all trips into a
    CSV file beside it, DuckDB's CSV reader, then the four sorted tables; each step timed.
-2. Boxes (the query benchmark's, same seed), origin and destination: the cell rectangle R of
+2. Boxes (the query benchmark's, same seed). Origin and destination: the cell rectangle R of
    box_plan from the rollup (the service's own query), the strips where the box and R disagree
    from the copy (the flat ones from the rows copy, the tall ones from the columns copy).
+   Both and either: the pair rows and the pair ends from PostgreSQL (the service's own
+   weekly._both_pairs parts), the trips with an end in the strips of the pair grid from the
+   copies (each carries the other end); a box the pairs do not answer, wholly from the copy.
 3. Polygons: the cells the polygon covers from the rollup, the points of the cells it cuts
    from the copy, classed by the polygon's cells of 0.001 degrees (weekly.fine_cells) and, in
    the cut ones, by shapely.intersects_xy (for a point and a polygon, covers = intersects).
@@ -44,6 +47,7 @@ import shapely
 from benchmarks.queries import _extents, _pct, areas, served
 from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
+from service.ingest.rollups import PAIR_GRID
 
 EPOCH = date(1900, 1, 1)  # day numbers of the copy count from here
 _COLUMNS = "ox DOUBLE, oy DOUBLE, dx DOUBLE, dy DOUBLE, day INTEGER, region_id INTEGER"
@@ -100,27 +104,100 @@ def _weeks(rows: list[tuple[int, int]]) -> Counter[date]:
     return out
 
 
+def _in_strip(x: str, y: str) -> str:
+    return f"({x} BETWEEN ? AND ? AND {y} BETWEEN ? AND ?)"
+
+
+def _strip_params(strip: tuple[float, float, float, float]) -> list[float]:
+    x0, y0, x1, y1 = strip
+    return [x0, x1, y0, y1]
+
+
+def _strip_scans(
+    end: str,
+    strips: list[tuple[float, float, float, float]],
+    select: str,
+    extra: str = "",
+    extra_params: list[float] | None = None,
+) -> tuple[str, list[float]]:
+    """The service's _strip_scans on the copy: one scan per strip, each leaving out the points
+    of the strips before it, the flat ones from the rows copy, the tall ones (0 and 1 of four)
+    from the columns copy; `select` and `extra` (" AND ...") use fixed column names."""
+    x, y = f"{end}x", f"{end}y"
+    scans, params = [], []
+    for k, strip in enumerate(strips):
+        table = f"{end}_cols" if k < 2 and len(strips) == 4 else f"{end}_rows"
+        not_before = "".join(f" AND NOT {_in_strip(x, y)}" for _ in range(k))
+        scans.append(  # names from the fixed ends and tables; every value a parameter
+            f"SELECT {select} FROM {table} WHERE {_in_strip(x, y)}{not_before}{extra}"  # noqa: S608
+        )
+        params += _strip_params(strip)
+        for j in range(k):
+            params += _strip_params(strips[j])
+        params += extra_params or []
+    return " UNION ALL ".join(scans), params
+
+
 def _box_edge(con: Any, box: BBox, end: str, g: float) -> tuple[Counter[date], dict[str, int]]:
     """The strips' correction of the rollup rectangle R (the service's _BOX_EDGE), from the copy."""
     cells, strips = weekly.box_plan(box, g)
     r = weekly.cell_range_bounds(cells, g)
-    x, y = f"{end}x", f"{end}y"
-    scans, params = [], []
-    for k, (x0, y0, x1, y1) in enumerate(strips):
-        table = f"{end}_cols" if k < 2 and len(strips) == 4 else f"{end}_rows"  # 0, 1: the tall
-        not_before = "".join(
-            f" AND NOT ({x} BETWEEN ? AND ? AND {y} BETWEEN ? AND ?)" for _ in range(k)
-        )
-        scans.append(  # the names from END_COLUMNS' ends; every value a parameter
-            f"SELECT day, {x} AS x, {y} AS y FROM {table}"  # noqa: S608
-            f" WHERE {x} BETWEEN ? AND ? AND {y} BETWEEN ? AND ?{not_before}"
-        )
-        params += [x0, x1, y0, y1]
-        for j in range(k):
-            params += [strips[j][0], strips[j][2], strips[j][1], strips[j][3]]
-    query = _EDGE.format(scans=" UNION ALL ".join(scans))
+    scans, params = _strip_scans(end, strips, f"day, {end}x AS x, {end}y AS y")
+    query = _EDGE.format(scans=scans)
     head = [box.minx, box.maxx, box.miny, box.maxy, r["tx0"], r["tx1"], r["ty0"], r["ty1"]]
     return _weeks(con.execute(query, head + params).fetchall()), cells
+
+
+# The service's _PAIR_EDGE on the copy: f(op) of each trip with an end in the strips.
+_PAIR_EDGE = """
+    SELECT day, sum(f) FROM (
+        SELECT day,
+               (ox BETWEEN ? AND ? AND oy BETWEEN ? AND ? {op}
+                dx BETWEEN ? AND ? AND dy BETWEEN ? AND ?)::INTEGER
+             - (ox >= ? AND ox < ? AND oy >= ? AND oy < ? {op}
+                dx >= ? AND dx < ? AND dy >= ? AND dy < ?)::INTEGER AS f
+        FROM ({scans}) s) e
+    WHERE f <> 0 GROUP BY day"""
+
+
+async def _box_pair(
+    conn: psycopg.AsyncConnection, con: Any, box: BBox, either: bool, base: dict[str, Any]
+) -> Counter[date]:
+    """A box's `both` / `either` the service's way (weekly._both_pairs): the pair rows and the
+    pair ends from PostgreSQL, the trips with an end in the strips from the copy; or, when the
+    pairs do not answer the box, every trip with an end in it from the copy."""
+    parts = weekly._both_pairs(box, dict(base), either)
+    if parts is None:
+        return _box_whole(con, box, either)
+    counts: Counter[date] = Counter()
+    for part in parts[2:]:  # [0], [1]: the strip scans, read from the copy below
+        counts.update(await weekly._rows(conn, part))
+    blocks, strips = weekly.box_plan(box, PAIR_GRID)
+    r = weekly.cell_range_bounds(blocks, PAIR_GRID)
+    select = "day, ox, oy, dx, dy"
+    by_origin = _strip_scans("o", strips, select)
+    none = " OR ".join(_in_strip("ox", "oy") for _ in strips)
+    in_none = [v for strip in strips for v in _strip_params(strip)]
+    by_destination = _strip_scans("d", strips, select, f" AND NOT ({none})", in_none)
+    b = [box.minx, box.maxx, box.miny, box.maxy]
+    t = [r["tx0"], r["tx1"], r["ty0"], r["ty1"]]
+    for scans, params in (by_origin, by_destination):
+        query = _PAIR_EDGE.format(op="OR" if either else "AND", scans=scans)
+        counts.update(_weeks(con.execute(query, b + b + t + t + params).fetchall()))
+    return counts
+
+
+def _box_whole(con: Any, box: BBox, either: bool) -> Counter[date]:
+    b = [box.minx, box.maxx, box.miny, box.maxy]
+    o, d = _in_strip("ox", "oy"), _in_strip("dx", "dy")
+    if not either:
+        q = f"SELECT day, count(*) FROM o_rows WHERE {o} AND {d} GROUP BY day"  # noqa: S608
+        return _weeks(con.execute(q, b + b).fetchall())
+    q = f"SELECT day, count(*) FROM o_rows WHERE {o} GROUP BY day"  # noqa: S608
+    counts = _weeks(con.execute(q, b).fetchall())
+    q = f"SELECT day, count(*) FROM d_rows WHERE {d} AND NOT {o} GROUP BY day"  # noqa: S608
+    counts.update(_weeks(con.execute(q, b + b).fetchall()))
+    return counts
 
 
 async def _rollup(conn: psycopg.AsyncConnection, p: dict[str, Any], query: Any) -> Counter[date]:
@@ -219,6 +296,16 @@ async def _probe(url: str, path: Path, seed: int) -> dict[str, Any]:
             )
 
         cases: list[tuple[str, Any, Any, Any]] = []
+        for match in ("both", "either"):
+            for box in boxes:
+                cases.append(
+                    (
+                        f"bbox_{match}",
+                        box,
+                        match,
+                        lambda b=box, e=match == "either": _box_pair(conn, con, b, e, base),
+                    )
+                )
         for end, match in (("o", "origin"), ("d", "destination")):
             for box in boxes:
                 cases.append(
