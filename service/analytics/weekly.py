@@ -720,19 +720,28 @@ _NO_SORT = "SET LOCAL enable_sort = off"
 _SERIAL = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
+def _read_settings(serial: bool) -> list[sql.Composable]:
+    """A weekly read's transaction settings: sorts off (see _rows), and with `serial` no
+    parallel workers (_SERIAL)."""
+    return [sql.SQL(_NO_SORT), *([sql.SQL(_SERIAL)] if serial else [])]
+
+
 async def _begin_read(
-    conn: AsyncConnection, snapshot: str | None = None, attached: bool = False
+    conn: AsyncConnection,
+    snapshot: str | None = None,
+    attached: bool = False,
+    serial: bool = False,
 ) -> list[int] | None:
     """Make the transaction just begun on `conn` a read-only snapshot (the one exported as
-    `snapshot`, when given), with sorts off (see _rows); with `attached`, the tables attached to
-    `trips` as the snapshot sees them (_ATTACHED). One round trip."""
+    `snapshot`, when given), with _read_settings(serial); with `attached`, the tables attached
+    to `trips` as the snapshot sees them (_ATTACHED). One round trip."""
     statements: list[sql.Composable] = [
         sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     ]
     if snapshot is not None:
         # the snapshot's name comes from the server; SET takes no bound parameter
         statements.append(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-    statements.append(sql.SQL(_NO_SORT))
+    statements += _read_settings(serial)
     if attached:
         statements.append(sql.SQL(_ATTACHED))
     cur = await conn.execute(sql.SQL("; ").join(statements))
@@ -781,7 +790,10 @@ async def _attached_now(conn: AsyncConnection) -> list[int]:
 
 
 async def _consistent(
-    conn: AsyncConnection, read: Callable[[AsyncConnection], Awaitable[T]], raw: bool
+    conn: AsyncConnection,
+    read: Callable[[AsyncConnection], Awaitable[T]],
+    raw: bool,
+    serial: bool = False,
 ) -> T:
     """read(conn) in one read-only snapshot, as one state of the store.
 
@@ -791,18 +803,20 @@ async def _consistent(
     after the read; the same list means every statement planned only tables the snapshot knew,
     and the answer stands; otherwise the read is made again. After OPTIMISTIC_READS attempts,
     the last one holds attaches off (_HOLD_ATTACHES) while it reads. In the caller's own
-    transaction, the caller chose the snapshot: read(conn) once, as it comes."""
+    transaction, the caller chose the snapshot: read(conn) once, as it comes. Every read has
+    _read_settings(serial)."""
+    settings = _read_settings(serial)
     if not _idle(conn):
-        await conn.execute(_NO_SORT)
+        await conn.execute(sql.SQL("; ").join(settings))
         return await read(conn)
     for _ in range(OPTIMISTIC_READS if raw else 1):
         async with conn.transaction():
-            seen = await _begin_read(conn, attached=raw)
+            seen = await _begin_read(conn, attached=raw, serial=serial)
             result = await read(conn)
         if not raw or await _attached(conn) == seen:
             return result
     async with conn.transaction():
-        await conn.execute(sql.SQL("; ").join([sql.SQL(_HOLD_ATTACHES), sql.SQL(_NO_SORT)]))
+        await conn.execute(sql.SQL("; ").join([sql.SQL(_HOLD_ATTACHES), *settings]))
         return await read(conn)
 
 
@@ -832,10 +846,9 @@ async def run_parts(
     several parts and `spare` gives a connection, on that one too: two workers take the parts in
     order, so a query's big scans, split in two, run on both cores of the server. The spare
     connection imports the first one's snapshot (pg_export_snapshot), so every part sees the
-    same committed trips, as one query would. `serial`: no parallel workers (_SERIAL)."""
+    same committed trips, as one query would, with the settings of `conn`'s read
+    (_read_settings(serial), which its caller made)."""
     total: Counter[date] = Counter()
-    if serial:
-        await conn.execute(_SERIAL)
     if len(parts) < 2 or spare is None:
         for part in parts:
             total.update(await _rows(conn, part))
@@ -852,9 +865,7 @@ async def run_parts(
                 total.update(await _rows(c, queue.popleft()))
 
         async with other.transaction():
-            await _begin_read(other, snapshot)
-            if serial:
-                await other.execute(_SERIAL)
+            await _begin_read(other, snapshot, serial=serial)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(work(conn))
                 tg.create_task(work(other))
@@ -1181,13 +1192,24 @@ async def weekly_counts(
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
 
     async def read(c: AsyncConnection) -> Counter[date]:
-        return await run_parts(c, await _parts(c, area, match, params), spare, _serial(match))
+        return await _counts(c, area, match, params, spare)
 
-    return await _consistent(conn, read, raw=area is not None)
+    return await _consistent(conn, read, raw=area is not None, serial=_serial(match))
 
 
 def _serial(match: str) -> bool:
     return match in ("both", "either")
+
+
+async def _counts(
+    conn: AsyncConnection,
+    area: Area | None,
+    match: str,
+    params: dict[str, Any],
+    spare: Spare | None,
+) -> Counter[date]:
+    """The parts of the area and match, summed, inside the read _consistent began on `conn`."""
+    return await run_parts(conn, await _parts(conn, area, match, params), spare, _serial(match))
 
 
 def _idle(conn: AsyncConnection) -> bool:
@@ -1234,10 +1256,9 @@ async def weekly_average(
         if window is None:
             return None, Counter()
         params = {"regions": regions, "w0": window[0], "w1": window[1]}
-        parts = await _parts(c, area, match, params)
-        return window, await run_parts(c, parts, spare, _serial(match))
+        return window, await _counts(c, area, match, params, spare)
 
-    window, counts = await _consistent(conn, read, raw=area is not None)
+    window, counts = await _consistent(conn, read, raw=area is not None, serial=_serial(match))
     if window is None:
         return {
             "weekly_average": 0.0,
