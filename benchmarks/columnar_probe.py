@@ -200,21 +200,13 @@ def _box_whole(con: Any, box: BBox, either: bool) -> Counter[date]:
     return counts
 
 
-async def _rollup(conn: psycopg.AsyncConnection, p: dict[str, Any], query: Any) -> Counter[date]:
-    cur = await conn.execute(query, p)
-    out: Counter[date] = Counter()
-    for w, n in await cur.fetchall():  # rows of weeks, one per cell for _WHOLE_ROWS
-        out[w] += int(n)
-    return out
-
-
 async def _box(
     conn: psycopg.AsyncConnection, con: Any, box: BBox, end: str, base: dict[str, Any], g: float
 ) -> Counter[date]:
     edge, cells = _box_edge(con, box, end, g)
     if cells["cx0"] <= cells["cx1"] and cells["cy0"] <= cells["cy1"]:
         p = base | cells | {"side": end, "bside": end.upper()}
-        edge.update(await _rollup(conn, p, weekly._inner_query(cells, p)))
+        edge.update(await weekly._rows(conn, weekly.Part(weekly._inner_query(cells, p), p)))
     return edge
 
 
@@ -231,11 +223,10 @@ async def _polygon(
             indexing="ij",
         )
     )
-    boxes = shapely.box(cx * g - e, cy * g - e, (cx + 1) * g + e, (cy + 1) * g + e)
-    whole = shapely.covers(geom, boxes)
-    cut = shapely.intersects(geom, boxes) & ~whole
+    whole, touches = weekly.cell_classes(geom, cx, cy, g)
+    cut = touches & ~whole
     p = base | {"wcx": cx[whole].tolist(), "wcy": cy[whole].tolist(), "side": "o"}
-    counts = await _rollup(conn, p, weekly._whole_rows("wcx", "wcy", "side"))
+    counts = await weekly._rows(conn, weekly.Part(weekly._whole_rows("wcx", "wcy", "side"), p))
     con.register("cut_cells", {"cx": cx[cut], "cy": cy[cut]})
     r = con.execute(
         """

@@ -441,14 +441,21 @@ def shape_plan(geom: Any, cells: list[tuple[int, int]], g: float) -> ShapePlan:
         return plan
     shapely.prepare(geom)
     cx, cy = (np.array([c[k] for c in cells], dtype=np.int64) for k in range(2))
-    boxes = shapely.box(cx * g - EPS, cy * g - EPS, (cx + 1) * g + EPS, (cy + 1) * g + EPS)
-    whole = shapely.covers(geom, boxes)
-    touches = shapely.intersects(geom, boxes)
+    whole, touches = cell_classes(geom, cx, cy, g)
     plan.whole = [(int(a), int(b)) for a, b in zip(cx[whole], cy[whole], strict=True)]
     partial = touches & ~whole
     if partial.any():
         _split(geom, cx[partial], cy[partial], g, plan)
     return plan
+
+
+def cell_classes(
+    geom: Any, cx: np.ndarray, cy: np.ndarray, g: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether the polygon covers each cell (cx, cy) of grid g, its box widened by EPS (so every
+    point of the cell is covered), and whether it meets that box."""
+    boxes = shapely.box(cx * g - EPS, cy * g - EPS, (cx + 1) * g + EPS, (cy + 1) * g + EPS)
+    return shapely.covers(geom, boxes), shapely.intersects(geom, boxes)
 
 
 def _fine_of_cells(c: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
