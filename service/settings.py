@@ -31,11 +31,18 @@ class Settings(BaseSettings):
     # jobs of at least this many rows put their new rollup keys into partitions of their own
     # (db/migrations/017); smaller ones into the rollups' partition 0, key by key
     rollup_partition_rows: int = Field(default=500_000, ge=0)
+    # columnar copies of the large jobs' raw points (service/analytics/columns.py), on this
+    # host's disk; empty: none, every read from PostgreSQL alone
+    columns_dir: Path | None = Path(".local/columns")
+    # `trips serve` builds the missing copies at its start and after each job that succeeds
+    columns_build: bool = True
     api_log: Path | None = Path("api.log")
     host: str = "127.0.0.1"
     port: int = 8000
 
-    @field_validator("api_log", "upload_dir", "api_token", "database_url", mode="before")
+    @field_validator(
+        "api_log", "upload_dir", "api_token", "database_url", "columns_dir", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v

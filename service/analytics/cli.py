@@ -95,7 +95,11 @@ def weekly_cmd(
             "end": parse_date(to, "--to"),
             "match": parse_match(match),
         }
-        result = asyncio.run(_weekly(_url(Settings()), **kw))
+        from service.analytics import columns
+
+        settings = Settings()
+        columns.configure(settings.columns_dir)
+        result = asyncio.run(_weekly(_url(settings), **kw))
     except AreaError as e:
         raise _fail(str(e)) from None
     except weekly.UnknownRegion as e:
@@ -183,3 +187,42 @@ def clusters_cmd(
 def register(app: typer.Typer) -> None:
     app.command("weekly")(weekly_cmd)
     app.command("clusters")(clusters_cmd)
+    app.add_typer(columns_app, name="columns")
+
+
+columns_app = typer.Typer(help="Columnar copies of the large jobs' raw points (fast area reads).")
+
+
+@columns_app.command("build")
+def columns_build() -> None:
+    """Build the copies that the attached job tables lack (and remove those that no longer
+    serve), one table after another; `trips serve` does the same after each job."""
+    from service.analytics import columns
+
+    settings = Settings()
+    store = columns.configure(settings.columns_dir)
+    if store is None:
+        raise _fail("TRIPS_COLUMNS_DIR is empty: copies are off")
+    for meta in columns.build_missing(_url(settings), store):
+        typer.echo(f"{meta['table']}: {meta['rows']:,} rows in {meta['seconds']} s")
+
+
+@columns_app.command("list")
+def columns_list() -> None:
+    """Each attached job table and whether it has a copy (reads use the copies only when every
+    job table has one)."""
+    from service.analytics import columns
+
+    settings = Settings()
+    store = columns.configure(settings.columns_dir)
+    with psycopg.connect(_url(settings), autocommit=True) as conn:
+        ident = columns.read_identity(conn)
+    if store is None or ident is None:
+        typer.echo("no copies (TRIPS_COLUMNS_DIR empty, or no store)")
+        return
+    missing = set(store.missing(ident))
+    for oid, table in ident.jobs:
+        state = "missing" if (oid, table) in missing else str(store.path(ident, oid, table))
+        typer.echo(f"{table:<20} {state}")
+    used = "yes" if store.copies(ident) is not None else "no"
+    typer.echo(f"reads use the copies: {used}")

@@ -43,7 +43,7 @@ import shapely
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
-from service.analytics import finegrid
+from service.analytics import columns, finegrid
 from service.analytics.area import Area, AreaError, BBox, Shape
 from service.ingest.rollups import BLOCK, PAIR_GRID, PAIR_HALF, PAIR_ROWS, PAIR_SHIFT, pair_code
 
@@ -212,7 +212,7 @@ _IN_BOX = sql.SQL("x BETWEEN %(minx)s AND %(maxx)s AND y BETWEEN %(miny)s AND %(
 # One strip of a box's edge (box_plan), read through the end's (row, x) index: its fine rows,
 # its x range, exactly its y range, and none of the points of the strips before it.
 _STRIP_SCAN = sql.SQL("""
-    SELECT {select} FROM trips
+    SELECT {select} FROM {trips}
     WHERE {rows} AND {x} BETWEEN {x0} AND {x1} AND {y} BETWEEN {y0} AND {y1}{not_before}{extra}
       AND started_at >= %(w0)s::timestamp AND started_at < %(w1)s::timestamp + interval '7 days'
       AND (%(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[]))""")
@@ -275,7 +275,7 @@ _SHAPE_QUERY = sql.SQL("""
                            ELSE CASE WHEN ST_Covers(area.geom, {point}) THEN 0 ELSE -1 END END
         FROM unnest(%(pfr)s::int[], %(px0)s::float8[], %(px1)s::float8[], %(py0)s::float8[],
                     %(py1)s::float8[], %(pkind)s::int[]) AS p(fr, x0, x1, y0, y1, kind)
-        JOIN trips t ON {row} = p.fr AND t.{x} >= p.x0 AND t.{x} < p.x1
+        JOIN {trips} t ON {row} = p.fr AND t.{x} >= p.x0 AND t.{x} < p.x1
         CROSS JOIN area
         WHERE t.{y} >= p.y0 AND t.{y} < p.y1
           AND t.started_at >= %(w0)s::timestamp
@@ -716,6 +716,20 @@ class Part:
     sign: int = 1
 
 
+@dataclass
+class CopyPart:
+    """Trips per week from the columnar copies of the job tables (service/analytics/columns.py),
+    computed in a thread (numpy)."""
+
+    compute: Callable[[], Counter[date]]
+
+
+def _raw_table(copies: list[columns.Copy] | None) -> sql.Identifier:
+    """The table of a read's raw points in PostgreSQL: `trips`, or, when the copies answer for
+    every job table of the read's snapshot, trips_p0 alone (the small jobs' rows)."""
+    return sql.Identifier("trips" if copies is None else "trips_p0")
+
+
 # A second connection for a query's parts, or None when none is free: see run_parts.
 Spare = Callable[[], AbstractAsyncContextManager[AsyncConnection | None]]
 
@@ -738,10 +752,11 @@ async def _begin_read(
     snapshot: str | None = None,
     attached: bool = False,
     serial: bool = False,
-) -> list[int] | None:
+) -> Any:
     """Make the transaction just begun on `conn` a read-only snapshot (the one exported as
-    `snapshot`, when given), with _read_settings(serial); with `attached`, the tables attached
-    to `trips` as the snapshot sees them (_ATTACHED). One round trip."""
+    `snapshot`, when given), with _read_settings(serial); with `attached`, the row of _ATTACHED
+    as the snapshot sees it (the tables attached to `trips`, their names and the store's
+    identity). One round trip."""
     statements: list[sql.Composable] = [
         sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     ]
@@ -756,7 +771,7 @@ async def _begin_read(
         return None
     while cur.nextset():  # to the last statement's rows
         pass
-    return _tables(await cur.fetchone())
+    return await cur.fetchone()
 
 
 def _tables(row: Any) -> list[int]:
@@ -769,9 +784,9 @@ def _tables(row: Any) -> list[int]:
 # and a statement planned after the attach reads the new table, whatever its snapshot, while
 # the job's rollup rows (plain MVCC rows) stay out of a snapshot taken before the commit. A
 # read whose raw parts may have been planned after such an attach is not one state of the store.
-_ATTACHED = """
-    SELECT array_agg(inhrelid ORDER BY inhrelid) FROM pg_inherits
-    WHERE inhparent = 'trips'::regclass"""
+# The same row names the tables and the store's identity, which choose the columnar copies
+# (columns.IDENTITY; its first column is the list of tables).
+_ATTACHED = columns.IDENTITY
 # Attempts of a read made again when a job's table was attached while it ran (_consistent);
 # the one after them keeps attaches out with a lock.
 OPTIMISTIC_READS = 4
@@ -798,7 +813,7 @@ async def _attached_now(conn: AsyncConnection) -> list[int]:
 
 async def _consistent(
     conn: AsyncConnection,
-    read: Callable[[AsyncConnection], Awaitable[T]],
+    read: Callable[[AsyncConnection, columns.Identity | None], Awaitable[T]],
     raw: bool,
     serial: bool = False,
 ) -> T:
@@ -811,23 +826,27 @@ async def _consistent(
     and the answer stands; otherwise the read is made again. After OPTIMISTIC_READS attempts,
     the last one holds attaches off (_HOLD_ATTACHES) while it reads. In the caller's own
     transaction, the caller chose the snapshot: read(conn) once, as it comes. Every read has
-    _read_settings(serial)."""
+    _read_settings(serial).
+
+    read(conn, identity) is given the snapshot's identity (columns.Identity: its attached tables),
+    which lets it read the job tables from their columnar copies when every one has a copy; a
+    read in the caller's transaction or under the lock gets None (PostgreSQL alone)."""
     settings = _read_settings(serial)
     if not _idle(conn):
         await conn.execute(sql.SQL("; ").join(settings))
-        return await read(conn)
+        return await read(conn, None)
     for _ in range(OPTIMISTIC_READS if raw else 1):
         async with conn.transaction():
-            seen = await _begin_read(conn, attached=raw, serial=serial)
-            result = await read(conn)
-        if not raw or await _attached(conn) == seen:
+            row = await _begin_read(conn, attached=raw, serial=serial)
+            result = await read(conn, columns.identity(row) if raw else None)
+        if not raw or await _attached(conn) == _tables(row):
             return result
     async with conn.transaction():
         await conn.execute(sql.SQL("; ").join([sql.SQL(_HOLD_ATTACHES), *settings]))
-        return await read(conn)
+        return await read(conn, None)
 
 
-async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
+async def _rows(conn: AsyncConnection, part: Part | CopyPart) -> Counter[date]:
     """Trips per week from a part, times its sign, on a connection inside a read transaction.
 
     Never prepared: a prepared statement switches to a generic plan after five runs, which
@@ -838,7 +857,11 @@ async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
 
     The raw points are grouped by day (started_at::date), folded here into their weeks: the cast
     is cheaper than date_trunc('week', ...) (a whole-city polygon's both: 157 -> 142 ms per half);
-    the rollups' rows are weeks already (Mondays, which fold to themselves)."""
+    the rollups' rows are weeks already (Mondays, which fold to themselves).
+
+    A CopyPart is computed in a thread."""
+    if isinstance(part, CopyPart):
+        return await asyncio.to_thread(part.compute)
     cur = await conn.execute(part.query, part.params, prepare=False)  # type: ignore[call-overload]
     weeks: Counter[date] = Counter()
     for day, n in await cur.fetchall():
@@ -847,7 +870,10 @@ async def _rows(conn: AsyncConnection, part: Part) -> Counter[date]:
 
 
 async def run_parts(
-    conn: AsyncConnection, parts: list[Part], spare: Spare | None = None, serial: bool = False
+    conn: AsyncConnection,
+    parts: list[Part | CopyPart],
+    spare: Spare | None = None,
+    serial: bool = False,
 ) -> Counter[date]:
     """The sum of the parts, read on `conn` (inside its read transaction) and, when there are
     several parts and `spare` gives a connection, on that one too: two workers take the parts in
@@ -899,10 +925,12 @@ def _strip_scans(
     params: dict[str, Any],
     select: sql.Composable | None = None,
     extra: sql.Composable = sql.SQL(""),
+    trips: sql.Composable = sql.Identifier("trips"),
 ) -> list[sql.Composed]:
     """One index scan per strip; together they read each point of the strips' union once (a
     strip leaves out the points of the strips before it). Each scan returns `select` (by
-    default started_at, x and y) of the points that also meet `extra` (" AND ...")."""
+    default started_at, x and y) of the points of `trips` (the table or trips_p0, see
+    _raw_table) that also meet `extra` (" AND ...")."""
     if select is None:
         select = sql.SQL("started_at, {} AS x, {} AS y").format(x, y)
     scans = []
@@ -923,6 +951,7 @@ def _strip_scans(
                 y0=sql.Placeholder(f"s{k}y0"),
                 y1=sql.Placeholder(f"s{k}y1"),
                 not_before=not_before,
+                trips=trips,
             )
         )
     return scans
@@ -961,16 +990,27 @@ def _edge_halves(params: dict[str, Any], strips: int) -> list[dict[str, Any]] | 
 
 
 async def _one_end(
-    conn: AsyncConnection, area: Area, side: str, g: float, params: dict[str, Any]
-) -> list[Part]:
+    conn: AsyncConnection,
+    area: Area,
+    side: str,
+    g: float,
+    params: dict[str, Any],
+    copies: list[columns.Copy] | None = None,
+) -> list[Part | CopyPart]:
     xn, yn, rn = END_COLUMNS[side]
     x, y = sql.Identifier(xn), sql.Identifier(yn)
     p = {**params, "side": side, "bside": side.upper(), "g": g}
+    trips = _raw_table(copies)
+    parts: list[Part | CopyPart] = []
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
         p |= cell_range_bounds(cells, g)
-        scans = _strip_scans(x, y, sql.Identifier(rn), strips, p)
+        if copies is not None:
+            edge = (area.minx, area.miny, area.maxx, area.maxy)
+            r, f = cell_range_bounds(cells, g), columns.Filter.of(p)
+            parts.append(CopyPart(lambda: columns.box_edge(copies, side, strips, edge, r, f)))
+        scans = _strip_scans(x, y, sql.Identifier(rn), strips, p, trips=trips)
         halves = _edge_halves(p, len(strips))
         if halves is None:
             # the left and right strips (0, 1) are the tall ones: one of them, and one of the
@@ -978,7 +1018,7 @@ async def _one_end(
             groups = [(group, p) for group in (scans[0::2], scans[1::2]) if group]
         else:
             groups = [(scans, h) for h in halves]
-        parts = [
+        parts += [
             Part(_BOX_EDGE.format(scans=sql.SQL(" UNION ALL ").join(group), in_box=_IN_BOX), h)
             for group, h in groups
         ]
@@ -999,7 +1039,7 @@ async def _one_end(
     stored = _cells_of_blocks(blocks, bx0, bx1, by0, by1)
     plan = shape_plan(shapely.from_geojson(area.geojson), stored, g)
     if not plan.whole and not plan.probes:
-        return []
+        return parts
     # the probes' columns (cx, cy, fr, c0, c1, kind), each an array
     cx, cy, fr, c0, c1, kind = np.array(plan.probes, dtype=np.int64).reshape(-1, 6).T
     blocks, whole = _whole_blocks(plan.whole)
@@ -1013,23 +1053,48 @@ async def _one_end(
         "pkind": kind.tolist(),
     }
     bounds = probe_bounds(cx, cy, c0, c1, g)
-    p |= {k: v.tolist() for k, v in zip(("px0", "px1", "py0", "py1"), bounds, strict=True)}
     tx, ty = sql.Identifier("t", xn), sql.Identifier("t", yn)
-    query = _SHAPE_QUERY.format(
-        cells=_whole_rows("wcx", "wcy", "side"),
-        blocks=_whole_rows("wbx", "wby", "bside"),
-        x=x,
-        y=y,
-        point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
-        row=sql.Identifier("t", rn),
-    )
+
+    def shape_query(table: sql.Identifier) -> sql.Composed:
+        return _SHAPE_QUERY.format(
+            cells=_whole_rows("wcx", "wcy", "side"),
+            blocks=_whole_rows("wbx", "wby", "bside"),
+            x=x,
+            y=y,
+            point=sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(tx, ty),
+            row=sql.Identifier("t", rn),
+            trips=table,
+        )
+
+    def probes(sel: np.ndarray) -> dict[str, list[Any]]:
+        arrays = zip(("px0", "px1", "py0", "py1"), bounds, strict=True)
+        return {"pfr": fr[sel].tolist(), "pkind": kind[sel].tolist()} | {
+            k: v[sel].tolist() for k, v in arrays
+        }
+
+    every = np.ones(len(fr), dtype=bool)
+    if copies is not None:
+        # The probes of kinds 1 / -1 (runs of fine cells counted point by point) of the job
+        # tables from the copies, and of trips_p0 from PostgreSQL; those of kinds 2 / -2 (cut
+        # fine cells: ST_Covers, the contract's predicate) from PostgreSQL, every table.
+        runs = np.abs(kind) == 1
+        if runs.any():
+            x0, x1, y0, y1 = (b[runs] for b in bounds)
+            sel = columns.Probes(fr[runs], x0, x1, y0, y1, kind[runs])
+            f = columns.Filter.of(p)
+            parts.append(CopyPart(lambda: columns.probe_points(copies, side, sel, f)))
+            small = p | probes(runs) | {"wcx": [], "wcy": [], "wbx": [], "wby": []}
+            parts.append(Part(shape_query(trips), small))
+        every = ~runs
+    p |= probes(every)
     # the probes in two parts, the rollup's whole cells in the first, its whole blocks in the
     # second
     halves = _halves(p, ("pfr", "pkind", "px0", "px1", "py0", "py1"))
     if len(halves) == 2:
         halves[0] |= {"wbx": [], "wby": []}
         halves[1] |= {"wcx": [], "wcy": []}
-    return [Part(query, h) for h in halves]
+    query = shape_query(sql.Identifier("trips"))
+    return parts + [Part(query, h) for h in halves]
 
 
 def _whole_blocks(
@@ -1140,9 +1205,15 @@ def _codes_in_r(column: str) -> sql.Composed:
     ).format(c=sql.Identifier(column))
 
 
-def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list[Part] | None:
+def _both_pairs(
+    box: BBox,
+    params: dict[str, Any],
+    either: bool = False,
+    copies: list[columns.Copy] | None = None,
+) -> list[Part | CopyPart] | None:
     """A box's `both` (or `either`) from the pair rollup (see _PAIR_EDGE), or None when R is
-    empty or the strips are too big a share of the box (PAIR_EDGE_SHARE)."""
+    empty or the strips are too big a share of the box (PAIR_EDGE_SHARE). With `copies`, the
+    trips of the job tables with an end in the strips come from them (columns.pair_edge)."""
     blocks, strips = box_plan(box, PAIR_GRID)
     cx0, cx1, cy0, cy1 = blocks["cx0"], blocks["cx1"], blocks["cy0"], blocks["cy1"]
     if cx0 > cx1 or cy0 > cy1:
@@ -1162,18 +1233,24 @@ def _both_pairs(box: BBox, params: dict[str, Any], either: bool = False) -> list
         origins = _codes_in_r("cx")
     ends = {c: sql.Identifier(c) for c in ("ox", "oy", "dx", "dy", "ofr", "dfr")}
     select = sql.SQL("started_at, ox, oy, dx, dy")
-    by_origin = _strip_scans(ends["ox"], ends["oy"], ends["ofr"], strips, p, select)
+    trips = _raw_table(copies)
+    by_origin = _strip_scans(ends["ox"], ends["oy"], ends["ofr"], strips, p, select, trips=trips)
     origin_in_none = sql.SQL(" AND NOT ({})").format(
         sql.SQL(" OR ").join(_in_strip(ends["ox"], ends["oy"], k) for k in range(len(strips)))
     )
     by_destination = _strip_scans(
-        ends["dx"], ends["dy"], ends["dfr"], strips, p, select, origin_in_none
+        ends["dx"], ends["dy"], ends["dfr"], strips, p, select, origin_in_none, trips
     )
     # the two scans first, one per connection; then the pair rows, halved when read by descents
     op = sql.SQL("OR" if either else "AND")
     pair_rows = _PAIR_ROWS_QUERY.format(origins=origins, destinations=_codes_in_r("cy"))
     sign = -1 if either else 1
-    parts = [
+    copy_parts: list[Part | CopyPart] = []
+    if copies is not None:
+        rect = (box.minx, box.miny, box.maxx, box.maxy)
+        r, f = cell_range_bounds(blocks, PAIR_GRID), columns.Filter.of(p)
+        copy_parts.append(CopyPart(lambda: columns.pair_edge(copies, strips, rect, r, either, f)))
+    parts = copy_parts + [
         Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_origin)), p),
         Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_destination)), p),
         *(Part(pair_rows, h, sign) for h in (_halves(p, ("codes",)) if "codes" in p else [p])),
@@ -1198,8 +1275,8 @@ async def weekly_counts(
     spare = spare if _idle(conn) else None  # a spare connection only in a read of our own
     params: dict[str, Any] = {"regions": regions, "w0": w0, "w1": w1}
 
-    async def read(c: AsyncConnection) -> Counter[date]:
-        return await _counts(c, area, match, params, spare)
+    async def read(c: AsyncConnection, ident: columns.Identity | None) -> Counter[date]:
+        return await _counts(c, area, match, params, spare, ident)
 
     return await _consistent(conn, read, raw=area is not None, serial=_serial(match))
 
@@ -1214,9 +1291,15 @@ async def _counts(
     match: str,
     params: dict[str, Any],
     spare: Spare | None,
+    ident: columns.Identity | None = None,
 ) -> Counter[date]:
-    """The parts of the area and match, summed, inside the read _consistent began on `conn`."""
-    return await run_parts(conn, await _parts(conn, area, match, params), spare, _serial(match))
+    """The parts of the area and match, summed, inside the read _consistent began on `conn`;
+    with the job tables' columnar copies when the store (columns.STORE) has one for each job
+    table of the snapshot (`ident`)."""
+    store = columns.STORE
+    copies = store.copies(ident) if store is not None and area is not None else None
+    parts = await _parts(conn, area, match, params, copies)
+    return await run_parts(conn, parts, spare, _serial(match))
 
 
 def _idle(conn: AsyncConnection) -> bool:
@@ -1224,20 +1307,30 @@ def _idle(conn: AsyncConnection) -> bool:
 
 
 async def _parts(
-    conn: AsyncConnection, area: Area | None, match: str, params: dict[str, Any]
-) -> list[Part]:
+    conn: AsyncConnection,
+    area: Area | None,
+    match: str,
+    params: dict[str, Any],
+    copies: list[columns.Copy] | None = None,
+) -> list[Part | CopyPart]:
+    """The parts of a read; `copies` (the columnar copies of every job table of the snapshot, or
+    None) take the job tables' raw points of the reads they have a twin for: a box's edges, a
+    polygon's probes (origin, destination) and a box's pair strips (both, either)."""
     if area is None:
         return [Part(_REGION_ROLLUP, params)]
     g = await grid_cell(conn)
     if match in ("origin", "destination"):
-        return await _one_end(conn, area, match[0], g, params)
-    pairs = _both_pairs(area, params, match == "either") if isinstance(area, BBox) else None
+        return await _one_end(conn, area, match[0], g, params, copies)
+    pairs = _both_pairs(area, params, match == "either", copies) if isinstance(area, BBox) else None
     if pairs is not None:
         return pairs
     if match == "both":
-        return _both(area, params)
+        return [*_both(area, params)]
     # either = destination + (origin in, destination not); the scan, the biggest, first
-    return _both(area, params, dest_inside=False) + await _one_end(conn, area, "d", g, params)
+    return [
+        *_both(area, params, dest_inside=False),
+        *await _one_end(conn, area, "d", g, params, copies),
+    ]
 
 
 async def weekly_average(
@@ -1257,13 +1350,15 @@ async def weekly_average(
         raise AreaError("give a region, a bbox or a polygon (or a region with one of them)")
     spare = spare if _idle(conn) else None
 
-    async def read(c: AsyncConnection) -> tuple[tuple[date, date] | None, Counter[date]]:
+    async def read(
+        c: AsyncConnection, ident: columns.Identity | None
+    ) -> tuple[tuple[date, date] | None, Counter[date]]:
         regions = await region_ids(c, region)
         window = await _window(c, start, end)
         if window is None:
             return None, Counter()
         params = {"regions": regions, "w0": window[0], "w1": window[1]}
-        return window, await _counts(c, area, match, params, spare)
+        return window, await _counts(c, area, match, params, spare, ident)
 
     window, counts = await _consistent(conn, read, raw=area is not None, serial=_serial(match))
     if window is None:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,9 @@ class Hub:
         self.last_id: int | None = None  # the highest event id dispatched
         self.connects = 0  # successful (re)connections, for tests and metrics
         self.subscriptions: set[Subscription] = set()
+        # in-process callbacks of every event dispatched (not subscribers: no queue, not
+        # counted by wait_subscribers); they must not block
+        self.watchers: list[Callable[[Event], None]] = []
         self.connected = asyncio.Event()
         self._changed = asyncio.Event()
         self._stopping = False
@@ -238,6 +241,8 @@ class Hub:
         self.last_id = event.id
         for sub in self.subscriptions:
             sub.offer(event)
+        for watch in self.watchers:
+            watch(event)
 
 
 def _server_exiting() -> bool:

@@ -1,0 +1,176 @@
+"""Columnar copies of the job tables (service/analytics/columns.py): the same answers as the
+brute force, used only when every job table has one, built by the API after each job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from service.analytics import columns
+from service.api.app import create_app
+from service.settings import Settings
+from tests.helpers import ingest, query
+from tests.integration.analytics_data import Trip, make_trips, write_csv
+from tests.integration.test_weekly_average import _ask, _check_against_brute_force, _expected
+
+
+def _big(settings: Settings) -> Settings:
+    return settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+
+
+def _identity(url: str) -> columns.Identity:
+    with psycopg.connect(url, autocommit=True) as conn:
+        ident = columns.read_identity(conn)
+    assert ident is not None
+    return ident
+
+
+class Spy:
+    """Counts the calls of the copies' reads (box edges, pair strips, polygon probes)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.calls: dict[str, int] = {}
+        for name in ("box_edge", "pair_edge", "probe_points"):
+            monkeypatch.setattr(columns, name, self._wrap(name, getattr(columns, name)))
+
+    def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(*args: Any, **kw: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args, **kw)
+
+        return spy
+
+
+@pytest.fixture
+def copied(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, list[Trip], columns.Store]]:
+    """Two large jobs (tables of their own, copied) and a small one (trips_p0, not copied)."""
+    first, second, third = make_trips(1, 1500), make_trips(2, 400), make_trips(4, 900)
+    assert ingest(db_url, _big(settings), write_csv(first, tmp_path / "a.csv"))["state"] == (
+        "succeeded"
+    )
+    assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
+    assert ingest(db_url, _big(settings), write_csv(third, tmp_path / "c.csv"))["state"] == (
+        "succeeded"
+    )
+    root = tmp_path / "columns"
+    store = columns.Store(root)
+    built = columns.build_missing(db_url, store)
+    assert sorted(m["rows"] for m in built) == sorted([len(first), len(third)])
+    served = settings.model_copy(
+        update={"worker_enabled": False, "columns_dir": root, "columns_build": False}
+    )
+    with TestClient(create_app(served)) as client:
+        assert columns.STORE is not None
+        yield client, first + second + third, columns.STORE
+
+
+def test_copies_answer_as_the_brute_force(
+    copied: tuple[TestClient, list[Trip], columns.Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, trips, store = copied
+    spy = Spy(monkeypatch)
+    _check_against_brute_force(client, trips, 150)
+    # the copies did answer: boxes' edges, pair strips and polygons' probes
+    assert spy.calls.get("box_edge", 0) >= 20, spy.calls
+    assert spy.calls.get("pair_edge", 0) >= 1, spy.calls
+    assert spy.calls.get("probe_points", 0) >= 10, spy.calls
+
+
+def test_copies_serve_only_when_every_job_table_has_one(
+    copied: tuple[TestClient, list[Trip], columns.Store],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    client, trips, store = copied
+    assert store.copies(_identity(db_url)) is not None
+    more = make_trips(5, 600)
+    assert ingest(db_url, _big(settings), write_csv(more, tmp_path / "d.csv"))["state"] == (
+        "succeeded"
+    )
+    trips = trips + more
+    ident = _identity(db_url)
+    assert len(store.missing(ident)) == 1 and store.copies(ident) is None
+    spy = Spy(monkeypatch)
+    area = {"match": "origin", "box": (14.3, 49.95, 14.55, 50.2)}
+    assert _ask(client, area) == _expected(trips, area)
+    assert spy.calls == {}  # the new table has no copy: PostgreSQL alone
+    columns.build_missing(db_url, store)
+    assert store.copies(_identity(db_url)) is not None
+    for match in ("origin", "both", "either"):
+        area["match"] = match
+        assert _ask(client, area) == _expected(trips, area)
+    assert spy.calls.get("box_edge", 0) >= 1
+
+
+def test_a_copy_holds_its_tables_rows_in_index_order(
+    copied: tuple[TestClient, list[Trip], columns.Store], db_url: str
+) -> None:
+    _, _, store = copied
+    ident = _identity(db_url)
+    copies = store.copies(ident)
+    assert copies is not None
+    for (_, table), copy in zip(ident.jobs, copies, strict=True):
+        for end, (fr, x, y, ox, oy) in columns._ENDS.items():
+            rows = query(
+                db_url,
+                f"SELECT {fr} AS fr, {x} AS x, {y} AS y, {ox} AS ox, {oy} AS oy,"  # noqa: S608
+                " started_at::date - date '1970-01-01' AS day, region_id AS region"
+                f" FROM {table} ORDER BY 1, 2, 3, 4, 5, 6, 7",  # output columns, not names
+            )
+            e = copy.ends[end]
+            got = np.column_stack([e.cols[c] for c in columns.COLUMNS]).tolist()
+            assert sorted(got) == sorted([[r[c] for c in columns.COLUMNS] for r in rows])
+            assert [r["x"] for r in rows] == e.cols["x"].tolist()  # sorted by (row, x)
+            fine = np.repeat(np.arange(len(e.starts) - 1) + e.row0, np.diff(e.starts))
+            assert fine.tolist() == [r["fr"] for r in rows]
+
+
+def test_stale_copies_are_neither_used_nor_kept(
+    copied: tuple[TestClient, list[Trip], columns.Store], db_url: str
+) -> None:
+    _, _, store = copied
+    ident = _identity(db_url)
+    newer = columns.Identity(ident.store, ident.migration + 1, ident.tables)
+    assert store.copies(newer) is None  # a later migration: copies made anew
+    here = store.root / ident.store
+    (here / "trips_job_999-1-m1-v1").mkdir()
+    (here / ".tmp-trips_job_998-1-m1-v1-999999999-1").mkdir()
+    gone = store.prune(ident)
+    assert sorted(gone) == [".tmp-trips_job_998-1-m1-v1-999999999-1", "trips_job_999-1-m1-v1"]
+    assert store.copies(ident) is not None
+
+
+def test_the_api_builds_a_copy_after_each_job(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    """`trips serve` builds the copies it lacks at its start, then after each job's `succeeded`
+    event (here a job run by another process, relayed by LISTEN/NOTIFY)."""
+    root = tmp_path / "columns"
+    served = settings.model_copy(update={"worker_enabled": False, "columns_dir": root})
+    first = ingest(db_url, _big(settings), write_csv(make_trips(1, 500), tmp_path / "a.csv"))
+    with TestClient(create_app(served)):
+        store = columns.STORE
+        assert store is not None
+
+        def has(job: dict[str, Any]) -> Callable[[], bool]:
+            name = f"trips_job_{job['id']}-"
+            return lambda: any(
+                p.name.startswith(name) and (p / "meta.json").exists() for p in root.glob("*/*")
+            )
+
+        assert store.wait(has(first), 60)  # at start
+        second = ingest(db_url, _big(settings), write_csv(make_trips(2, 500), tmp_path / "b.csv"))
+        assert second["state"] == "succeeded"
+        assert store.wait(has(second), 60)  # after the job's event
+        assert store.copies(_identity(db_url)) is not None
+    assert columns.STORE is None  # the app's store ends with the app
