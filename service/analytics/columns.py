@@ -170,6 +170,18 @@ def gather(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(total) + np.repeat(lo - (np.cumsum(n) - n), n), run
 
 
+def take(col: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """col's runs [lo, hi), concatenated: copied run by run when the runs are long (a flat
+    strip: a few fine rows, each a long run), else gathered by index (a tall one: many short
+    runs)."""
+    n = int((hi - lo).sum())
+    if not n:
+        return np.zeros(0, col.dtype)
+    if len(lo) * 256 <= n:
+        return np.concatenate([col[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+    return col[gather(lo, hi)[0]]
+
+
 @dataclass
 class Copy:
     """A job table's copy: its two ends."""
@@ -445,8 +457,7 @@ def _strip_points(
     x0, y0, x1, y1 = strips[k]
     rows = fine_rows(y0, y1)
     lo, hi, _ = end.runs(rows, np.full(len(rows), x0), np.full(len(rows), x1), closed=True)
-    idx, _ = gather(lo, hi)
-    got = {c: end.cols[c][idx] for c in ("x", "y", *cols)}
+    got = {c: take(end.cols[c], lo, hi) for c in ("x", "y", *cols)}
     keep = (got["y"] >= y0) & (got["y"] <= y1)
     for j in range(k):
         keep &= ~_in(got["x"], got["y"], strips[j])
@@ -504,6 +515,17 @@ def pair_edge(
                 day_parts.append(p["day"][sel])
                 weight_parts.append(value[sel].astype(np.float64))
     return weeks(_cat(day_parts, np.int32), _cat(weight_parts, np.float64))
+
+
+def both_box(copies: list[Copy], box: Strip, dest_inside: bool, f: Filter) -> Counter[date]:
+    """weekly._BOTH_BOX on the copies: the trips whose origin is in the box and whose
+    destination is (dest_inside) or is not."""
+    day_parts = []
+    for copy in copies:
+        p = _strip_points(copy.ends["o"], [box], 0, ("ox", "oy", "day", "region"))
+        keep = f.test(p["day"], p["region"]) & (_in(p["ox"], p["oy"], box) == dest_inside)
+        day_parts.append(p["day"][keep])
+    return weeks(_cat(day_parts, np.int32))
 
 
 @dataclass

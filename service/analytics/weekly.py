@@ -290,7 +290,7 @@ _SHAPE_QUERY = sql.SQL("""
 # planner from ANDing in a scan of the whole destination index for `dx BETWEEN` (seen: 170 of
 # 228 ms).
 _BOTH_BOX = sql.SQL("""
-    SELECT started_at::date, count(*) FROM trips
+    SELECT started_at::date, count(*) FROM {trips}
     WHERE {rows} AND ox BETWEEN %(minx)s AND %(maxx)s AND oy BETWEEN %(miny)s AND %(maxy)s
       AND {dest}
       AND started_at >= %(w0)s::timestamp AND started_at < %(w1)s::timestamp + interval '7 days'
@@ -1117,8 +1117,14 @@ def _dest(test: str, inside: bool, **names: sql.Composable) -> sql.Composable:
     return composed if inside else sql.SQL("NOT ({})").format(composed)
 
 
-def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[Part]:
-    """The trips whose origin is in the area and whose destination is (dest_inside) or is not."""
+def _both(
+    area: Area,
+    params: dict[str, Any],
+    dest_inside: bool = True,
+    copies: list[columns.Copy] | None = None,
+) -> list[Part | CopyPart]:
+    """The trips whose origin is in the area and whose destination is (dest_inside) or is not;
+    for a box, those of the job tables from their `copies` when given (columns.both_box)."""
     minx, miny, maxx, maxy = (
         (area.minx, area.miny, area.maxx, area.maxy) if isinstance(area, BBox) else area.bounds
     )
@@ -1127,7 +1133,14 @@ def _both(area: Area, params: dict[str, Any], dest_inside: bool = True) -> list[
         query = _BOTH_BOX.format(
             rows=rows_condition(sql.Identifier("ofr"), miny, maxy, "rows", p),
             dest=_dest(_DEST_IN_BOX, dest_inside),
+            trips=_raw_table(copies),
         )
+        if copies is not None:
+            box, f = (minx, miny, maxx, maxy), columns.Filter.of(p)
+            return [
+                CopyPart(lambda: columns.both_box(copies, box, dest_inside, f)),
+                Part(query, p),
+            ]
         return [Part(query, h) for h in _halves(p, ("rows",))] if "rows" in p else [Part(query, p)]
     # a polygon's bounds, widened by EPS: a prefilter; its fine cells or ST_Covers decide
     p |= {"minx": minx - EPS, "miny": miny - EPS, "maxx": maxx + EPS, "maxy": maxy + EPS}
@@ -1325,10 +1338,10 @@ async def _parts(
     if pairs is not None:
         return pairs
     if match == "both":
-        return [*_both(area, params)]
+        return _both(area, params, copies=copies)
     # either = destination + (origin in, destination not); the scan, the biggest, first
     return [
-        *_both(area, params, dest_inside=False),
+        *_both(area, params, dest_inside=False, copies=copies),
         *await _one_end(conn, area, "d", g, params, copies),
     ]
 

@@ -32,11 +32,12 @@ def _identity(url: str) -> columns.Identity:
 
 
 class Spy:
-    """Counts the calls of the copies' reads (box edges, pair strips, polygon probes)."""
+    """Counts the calls of the copies' reads (box edges, pair strips, boxes' both scans,
+    polygon probes)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.calls: dict[str, int] = {}
-        for name in ("box_edge", "pair_edge", "probe_points"):
+        for name in ("box_edge", "pair_edge", "both_box", "probe_points"):
             monkeypatch.setattr(columns, name, self._wrap(name, getattr(columns, name)))
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +82,7 @@ def test_copies_answer_as_the_brute_force(
     # the copies did answer: boxes' edges, pair strips and polygons' probes
     assert spy.calls.get("box_edge", 0) >= 20, spy.calls
     assert spy.calls.get("pair_edge", 0) >= 1, spy.calls
+    assert spy.calls.get("both_box", 0) >= 10, spy.calls
     assert spy.calls.get("probe_points", 0) >= 10, spy.calls
 
 
