@@ -8,7 +8,11 @@ Generated files live in $TRIPS_BENCH_DATA (default /var/tmp/trips-bench), never 
 The rows are split into K files (default: 2, or one per 10M rows): the first K-1 are ingested
 by `trips ingest` (one process per file, under /usr/bin/time -v for the peak RSS), the last by
 the worker of a `trips serve` started for the run (POST /ingestions, then its SSE event stream
-until the job ends). Writes benchmarks/results/<date>-<rows>.json and a .md beside it.
+until the job ends). Then the query benchmark on PostgreSQL alone (`queries`: the trips are
+queryable, every index built), the columnar copies of the job tables built (timed, as `trips
+serve` builds them after each job; service/analytics/columns.py) under $TRIPS_BENCH_DATA/columns,
+and the query benchmark again with them (`queries_columns`). Writes
+benchmarks/results/<date>-<rows>.json and a .md beside it.
 """
 
 from __future__ import annotations
@@ -185,13 +189,49 @@ def machine(url: str) -> dict[str, Any]:
     }
 
 
-def query_benchmark(url: str, seed: int) -> dict[str, Any] | None:
+def query_benchmark(url: str, seed: int, copies: Any = None) -> dict[str, Any] | None:
+    """The query benchmark, with the columnar copies of `copies` (a columns.Store) or on
+    PostgreSQL alone (None)."""
     try:
         from benchmarks.queries import run_query_benchmark  # the analytics side writes it
+        from service.analytics import columns
     except ImportError as e:
         print(f"queries: skipped ({e})", flush=True)
         return None
-    return run_query_benchmark(url, seed)  # type: ignore[no-any-return]
+    columns.STORE = copies
+    try:
+        return run_query_benchmark(url, seed)  # type: ignore[no-any-return]
+    finally:
+        columns.STORE = None
+
+
+COLUMNS_DIR = common.DATA_DIR / "columns"
+
+
+def build_columns(url: str) -> tuple[Any, dict[str, Any]]:
+    """The columnar copies of the store's job tables, built one after another (as `trips serve`
+    does after each job): the store and the build's figures."""
+    from service.analytics import columns
+
+    store = columns.Store(COLUMNS_DIR)
+    t = time.monotonic()
+    built = columns.build_missing(url, store)
+    seconds = time.monotonic() - t
+    with psycopg.connect(url) as conn:
+        ident = columns.read_identity(conn)
+    here = COLUMNS_DIR / ident.store if ident else COLUMNS_DIR
+    size = sum(f.stat().st_size for f in here.rglob("*") if f.is_file())
+    print(f"columnar copies: {len(built)} tables in {seconds:.1f} s, {size / 2**30:.2f} GiB")
+    return store, {"tables": len(built), "seconds": round(seconds, 2), "bytes": size}
+
+
+def drop_columns(url: str) -> None:
+    from service.analytics import columns
+
+    with psycopg.connect(url) as conn:
+        ident = columns.read_identity(conn)
+    if ident is not None:
+        shutil.rmtree(COLUMNS_DIR / ident.store, ignore_errors=True)
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
@@ -226,12 +266,28 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     )
     for k, v in r["store"]["bytes_per_row"].items():
         lines.append(f"| {k} | {v} B/row |")
-    lines += ["", "| query kind | p50 ms | p95 ms |", "| --- | --- | --- |"]
+    c = r.get("columns")
+    if c:
+        lines += [
+            f"| columnar copies: build after the ingest | {c['seconds']:.1f} s, "
+            f"{c['bytes'] / 2**30:.2f} GiB ({c['bytes'] / r['rows']:.0f} B/row) |",
+            f"| ingest and copies / raw COPY | {c['ingest_and_copies_vs_raw_copy']:.3f} |",
+        ]
+    with_copies = r.get("queries_columns") or {}
+    lines += [
+        "",
+        "| query kind | p50 ms | p95 ms | with the copies: p50 ms | p95 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for kind, q in (r.get("queries") or {}).items():
         if isinstance(q, dict) and "p95_ms" in q:
-            lines.append(f"| {kind} | {q.get('p50_ms', float('nan')):.1f} | {q['p95_ms']:.1f} |")
+            w = with_copies.get(kind) or {}
+            tail = f"{w['p50_ms']:.1f} | {w['p95_ms']:.1f}" if "p95_ms" in w else " | "
+            lines.append(
+                f"| {kind} | {q.get('p50_ms', float('nan')):.1f} | {q['p95_ms']:.1f} | {tail} |"
+            )
     if not r.get("queries"):
-        lines.append("| (query benchmark not available in this run) | | |")
+        lines.append("| (query benchmark not available in this run) | | | | |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -252,10 +308,13 @@ def main() -> None:
         "results/<date>-queries-<rows>-seed<seed>-rerun.json (the run's own file stays)",
     )
     ap.add_argument("--no-api", action="store_true", help="ingest every file with trips ingest")
+    ap.add_argument(
+        "--no-columns", action="store_true", help="no columnar copies, no second query pass"
+    )
     args = ap.parse_args()
     rows = args.rows
     if args.queries_only:
-        rerun_queries(rows, args.seed)
+        rerun_queries(rows, args.seed, not args.no_columns)
         return
     k = args.files or max(2, rows // 10_000_000)
     at = datetime.now(UTC)
@@ -322,6 +381,13 @@ def main() -> None:
     store = store_sizes(url, rows)
     print(f"store {store['bytes']['database'] / 2**30:.2f} GiB", flush=True)
     queries = query_benchmark(url, args.seed)
+    columns_info, queries_columns = None, None
+    if not args.no_columns:
+        copies, columns_info = build_columns(url)
+        columns_info["ingest_and_copies_vs_raw_copy"] = round(
+            rows / (ingest_s + columns_info["seconds"]) / (rows / copy_s), 4
+        )
+        queries_columns = query_benchmark(url, args.seed, copies)
 
     ingest_rate = rows / ingest_s
     copy_rate = rows / copy_s
@@ -349,6 +415,8 @@ def main() -> None:
         "db_bytes": store["bytes"]["database"],
         "store": store,
         "queries": queries,
+        "columns": columns_info,
+        "queries_columns": queries_columns,
         "machine": machine(url),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -357,13 +425,14 @@ def main() -> None:
     write_markdown(result, out.with_suffix(".md"))
     print(f"ingest/raw COPY = {result['ingest_vs_raw_copy']:.3f}; wrote {out}", flush=True)
     if not (args.keep or args.keep_db):
+        drop_columns(url)
         common.drop_database(db)
     if not args.keep:
         for f in files:
             f.unlink(missing_ok=True)
 
 
-def rerun_queries(rows: int, seed: int) -> None:
+def rerun_queries(rows: int, seed: int, columns: bool = True) -> None:
     """The query benchmark again on the kept bench_<rows> store, into a file of its own beside
     the run that built the store (which stays as it was measured)."""
     run = sorted(
@@ -382,6 +451,9 @@ def rerun_queries(rows: int, seed: int) -> None:
         "queries_at": at.isoformat(timespec="seconds"),
         "queries": query_benchmark(url, seed),
     }
+    if columns:
+        copies, result["columns"] = build_columns(url)
+        result["queries_columns"] = query_benchmark(url, seed, copies)
     out = RESULTS / f"{at:%Y-%m-%dT%H%M}-queries-{rows}-seed{seed}-rerun.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out}", flush=True)
