@@ -204,16 +204,15 @@ def days(w0: date, w1: date) -> tuple[int, int]:
 
 def weeks(day: np.ndarray, weight: np.ndarray | None = None) -> Counter[date]:
     """Trips (or the sum of `weight`) per week (Monday) of the days."""
-    monday = day - (day + 3) % 7
     out: Counter[date] = Counter()
-    if not len(monday):
+    if not len(day):
         return out
-    keys, inverse = np.unique(monday, return_inverse=True)
-    sums = np.bincount(inverse, weights=weight, minlength=len(keys))
-    for k, s in zip(keys.tolist(), sums.tolist(), strict=True):
-        if s:
-            out[EPOCH + timedelta(days=k)] += int(round(s))
-    return out
+    first = int(day.min())
+    sums = np.bincount(day - first, weights=weight)  # per day, then folded into weeks here
+    for k in np.flatnonzero(sums).tolist():
+        d = first + k
+        out[EPOCH + timedelta(days=d - (d + 3) % 7)] += int(round(sums[k]))
+    return Counter({w: n for w, n in out.items() if n})
 
 
 class Store:
@@ -456,18 +455,26 @@ def _in(x: np.ndarray, y: np.ndarray, s: Strip) -> np.ndarray:
     return (x >= s[0]) & (x <= s[2]) & (y >= s[1]) & (y <= s[3])
 
 
-def _strip_points(
-    end: End, strips: list[Strip], k: int, cols: tuple[str, ...]
-) -> dict[str, np.ndarray]:
-    """`cols` of the points of strip k that lie in no strip before it (weekly._strip_scans)."""
-    x0, y0, x1, y1 = strips[k]
-    rows = fine_rows(y0, y1)
-    lo, hi, _ = end.runs(rows, np.full(len(rows), x0), np.full(len(rows), x1), closed=True)
+def _strip_points(end: End, strips: list[Strip], cols: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`cols` of the points of the strips, each point once: a point of strip k that lies in
+    a strip before it is left out (weekly._strip_scans). Every strip's fine rows are searched
+    at once; "k" holds each point's strip."""
+    rows, x0, x1, which = [], [], [], []
+    for j, (a, b, c, d) in enumerate(strips):
+        r = fine_rows(b, d)
+        rows.append(r)
+        x0.append(np.full(len(r), a))
+        x1.append(np.full(len(r), c))
+        which.append(np.full(len(r), j))
+    lo, hi, q = end.runs(np.concatenate(rows), np.concatenate(x0), np.concatenate(x1), True)
     idx = None if _by_slices(lo, hi) else gather(lo, hi)[0]
     got = {c: take(end.cols[c], lo, hi, idx) for c in ("x", "y", *cols)}
+    k = np.repeat(np.concatenate(which)[q], hi - lo)
+    y0 = np.array([st[1] for st in strips])[k]
+    y1 = np.array([st[3] for st in strips])[k]
     keep = (got["y"] >= y0) & (got["y"] <= y1)
-    for j in range(k):
-        keep &= ~_in(got["x"], got["y"], strips[j])
+    for j in range(len(strips) - 1):
+        keep &= ~((k > j) & _in(got["x"], got["y"], strips[j]))
     return {c: v[keep] for c, v in got.items()}
 
 
@@ -479,15 +486,13 @@ def box_edge(
     `box`: (minx, miny, maxx, maxy)."""
     day_parts, weight_parts = [], []
     for copy in copies:
-        e = copy.ends[end]
-        for k in range(len(strips)):
-            p = _strip_points(e, strips, k, ("day", "region"))
-            x, y = p["x"], p["y"]
-            inb = _in(x, y, box)
-            inr = (x >= r["tx0"]) & (x < r["tx1"]) & (y >= r["ty0"]) & (y < r["ty1"])
-            sel = f.test(p["day"], p["region"]) & (inb != inr)
-            day_parts.append(p["day"][sel])
-            weight_parts.append(np.where(inb[sel], 1.0, -1.0))
+        p = _strip_points(copy.ends[end], strips, ("day", "region"))
+        x, y = p["x"], p["y"]
+        inb = _in(x, y, box)
+        inr = (x >= r["tx0"]) & (x < r["tx1"]) & (y >= r["ty0"]) & (y < r["ty1"])
+        sel = f.test(p["day"], p["region"]) & (inb != inr)
+        day_parts.append(p["day"][sel])
+        weight_parts.append(np.where(inb[sel], 1.0, -1.0))
     return weeks(_cat(day_parts, np.int32), _cat(weight_parts, np.float64))
 
 
@@ -506,21 +511,20 @@ def pair_edge(
     for copy in copies:
         for end in "od":
             e = copy.ends[end]
-            for k in range(len(strips)):
-                p = _strip_points(e, strips, k, ("ox", "oy", "day", "region"))
-                keep = f.test(p["day"], p["region"])
-                if end == "d":  # the origin (the other end here) in no strip
-                    for s in strips:
-                        keep &= ~_in(p["ox"], p["oy"], s)
-                x, y, ox, oy = p["x"], p["y"], p["ox"], p["oy"]
-                a, b = _in(x, y, box), _in(ox, oy, box)
-                ra = (x >= r["tx0"]) & (x < r["tx1"]) & (y >= r["ty0"]) & (y < r["ty1"])
-                rb = (ox >= r["tx0"]) & (ox < r["tx1"]) & (oy >= r["ty0"]) & (oy < r["ty1"])
-                value = ((a | b) if either else (a & b)).astype(np.int64)
-                value -= ((ra | rb) if either else (ra & rb)).astype(np.int64)
-                sel = keep & (value != 0)
-                day_parts.append(p["day"][sel])
-                weight_parts.append(value[sel].astype(np.float64))
+            p = _strip_points(e, strips, ("ox", "oy", "day", "region"))
+            keep = f.test(p["day"], p["region"])
+            if end == "d":  # the origin (the other end here) in no strip
+                for s in strips:
+                    keep &= ~_in(p["ox"], p["oy"], s)
+            x, y, ox, oy = p["x"], p["y"], p["ox"], p["oy"]
+            a, b = _in(x, y, box), _in(ox, oy, box)
+            ra = (x >= r["tx0"]) & (x < r["tx1"]) & (y >= r["ty0"]) & (y < r["ty1"])
+            rb = (ox >= r["tx0"]) & (ox < r["tx1"]) & (oy >= r["ty0"]) & (oy < r["ty1"])
+            value = ((a | b) if either else (a & b)).astype(np.int64)
+            value -= ((ra | rb) if either else (ra & rb)).astype(np.int64)
+            sel = keep & (value != 0)
+            day_parts.append(p["day"][sel])
+            weight_parts.append(value[sel].astype(np.float64))
     return weeks(_cat(day_parts, np.int32), _cat(weight_parts, np.float64))
 
 
@@ -529,7 +533,7 @@ def both_box(copies: list[Copy], box: Strip, dest_inside: bool, f: Filter) -> Co
     destination is (dest_inside) or is not."""
     day_parts = []
     for copy in copies:
-        p = _strip_points(copy.ends["o"], [box], 0, ("ox", "oy", "day", "region"))
+        p = _strip_points(copy.ends["o"], [box], ("ox", "oy", "day", "region"))
         keep = f.test(p["day"], p["region"]) & (_in(p["ox"], p["oy"], box) == dest_inside)
         day_parts.append(p["day"][keep])
     return weeks(_cat(day_parts, np.int32))
