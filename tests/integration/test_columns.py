@@ -20,6 +20,13 @@ from tests.integration.analytics_data import Trip, make_trips, write_csv
 from tests.integration.test_weekly_average import _ask, _check_against_brute_force, _expected
 
 
+@pytest.fixture(autouse=True)
+def _no_store_after() -> Iterator[None]:
+    """The process-wide store (columns.STORE) that an app or a command set ends with the test."""
+    yield
+    columns.configure(None)
+
+
 def _big(settings: Settings) -> Settings:
     return settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
 
@@ -176,3 +183,23 @@ def test_the_api_builds_a_copy_after_each_job(
         assert store.wait(has(second), 60)  # after the job's event
         assert store.copies(_identity(db_url)) is not None
     assert columns.STORE is None  # the app's store ends with the app
+
+
+def test_cli_builds_and_lists_copies(settings: Settings, db_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    job = ingest(db_url, _big(settings), write_csv(make_trips(3, 300), tmp_path / "a.csv"))
+    env = {"DATABASE_URL": db_url, "TRIPS_COLUMNS_DIR": str(tmp_path / "columns")}
+    listed = CliRunner().invoke(app, ["columns", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"trips_job_{job['id']}" in listed.output and "missing" in listed.output
+    assert "reads use the copies: no" in listed.output
+    built = CliRunner().invoke(app, ["columns", "build"], env=env)
+    assert built.exit_code == 0, built.output
+    assert f"trips_job_{job['id']}: {job['rows_loaded']:,} rows" in built.output
+    listed = CliRunner().invoke(app, ["columns", "list"], env=env)
+    assert "reads use the copies: yes" in listed.output and "missing" not in listed.output
+    off = CliRunner().invoke(app, ["columns", "build"], env={**env, "TRIPS_COLUMNS_DIR": ""})
+    assert off.exit_code == 2 and "copies are off" in off.output
