@@ -195,8 +195,8 @@ def test_box_pairs_equal_brute_force(
     used = []
     plain = weekly._both_pairs
 
-    def counted(box: weekly.BBox, params: dict, either: bool = False) -> list[weekly.Part] | None:
-        parts = plain(box, params, either)
+    def counted(box: weekly.BBox, params: dict, either: bool = False, copies: Any = None) -> Any:
+        parts = plain(box, params, either, copies)
         used.append(parts is not None)
         return parts
 
