@@ -192,8 +192,6 @@ def take(
 class Copy:
     """A job table's copy: its two ends."""
 
-    path: Path
-    rows: int
     ends: dict[str, End]
 
 
@@ -246,7 +244,7 @@ class Store:
                     return None
                 meta = json.loads(meta_file.read_text())
                 ends = {e: End.open(path / e, meta["ends"][e]) for e in "od"}
-                copy = Copy(path, meta["rows"], ends)
+                copy = Copy(ends)
                 with self._lock:
                     self._open[path] = copy
             out.append(copy)

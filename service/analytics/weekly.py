@@ -1005,10 +1005,11 @@ async def _one_end(
     if isinstance(area, BBox):
         cells, strips = box_plan(area, g)
         p |= cells | {"minx": area.minx, "miny": area.miny, "maxx": area.maxx, "maxy": area.maxy}
-        p |= cell_range_bounds(cells, g)
+        r = cell_range_bounds(cells, g)
+        p |= r
         if copies is not None:
             edge = (area.minx, area.miny, area.maxx, area.maxy)
-            r, f = cell_range_bounds(cells, g), columns.Filter.of(p)
+            f = columns.Filter.of(p)
             parts.append(CopyPart(lambda: columns.box_edge(copies, side, strips, edge, r, f)))
         scans = _strip_scans(x, y, sql.Identifier(rn), strips, p, trips=trips)
         halves = _edge_halves(p, len(strips))
@@ -1235,7 +1236,8 @@ def _both_pairs(
     edge = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in strips)
     if edge >= PAIR_EDGE_SHARE * area:
         return None
-    p = {**params, **blocks, **cell_range_bounds(blocks, PAIR_GRID)}
+    r = cell_range_bounds(blocks, PAIR_GRID)
+    p = {**params, **blocks, **r}
     p |= {"minx": box.minx, "miny": box.miny, "maxx": box.maxx, "maxy": box.maxy}
     p |= {"shift": PAIR_SHIFT, "mask": PAIR_ROWS - 1, "half": PAIR_HALF}
     p |= {"code0": pair_code(cx0, cy0), "code1": pair_code(cx1, cy1)}
@@ -1261,7 +1263,7 @@ def _both_pairs(
     copy_parts: list[Part | CopyPart] = []
     if copies is not None:
         rect = (box.minx, box.miny, box.maxx, box.maxy)
-        r, f = cell_range_bounds(blocks, PAIR_GRID), columns.Filter.of(p)
+        f = columns.Filter.of(p)
         copy_parts.append(CopyPart(lambda: columns.pair_edge(copies, strips, rect, r, either, f)))
     parts = copy_parts + [
         Part(_PAIR_EDGE.format(op=op, scans=sql.SQL(" UNION ALL ").join(by_origin)), p),
