@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import random
 import statistics
 import time
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import numpy as np
 import psycopg
 import shapely
 
+from benchmarks import common
 from benchmarks.queries import _extents, _pct, areas, served
 from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
@@ -346,18 +346,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     result: dict[str, Any] = {"url_db": args.url.rsplit("/", 1)[-1], "seed": args.seed}
-    with psycopg.connect(args.url) as conn:
-        result["rows"] = conn.execute("SELECT count(*) FROM trips").fetchone()[0]  # type: ignore[index]
+    result["rows"] = common.count_trips(args.url)
     if not args.copy.exists():
         result["build"] = _build(args.url, args.copy)
     result["copy_bytes"] = args.copy.stat().st_size
     result |= asyncio.run(_probe(args.url, args.copy, args.seed))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
-    out = args.out or Path("benchmarks/results") / f"{stamp}-columnar-probe-{result['rows']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    raise SystemExit(1 if result["differences"] else 0)
+    common.write_checked(result, "columnar-probe", args.out)
 
 
 if __name__ == "__main__":

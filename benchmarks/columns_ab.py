@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
+from benchmarks import common
 from benchmarks.queries import _extents, _pct, areas, served
+from benchmarks.run import build_columns
 from service.analytics import columns, weekly
 from service.analytics.area import parse_geometry
 
@@ -94,28 +92,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    store = columns.Store(args.dir)
     result: dict[str, Any] = {"db": args.url.rsplit("/", 1)[-1], "seed": args.seed}
     result["runs"] = args.runs
-    with psycopg.connect(args.url) as conn:
-        result["rows"] = conn.execute("SELECT count(*) FROM trips").fetchone()[0]  # type: ignore[index]
-    t = time.monotonic()
-    built = columns.build_missing(args.url, store)
-    result["build"] = {
-        "seconds": round(time.monotonic() - t, 1),
-        "tables": [{k: m[k] for k in ("table", "rows", "seconds")} for m in built],
-    }
-    with psycopg.connect(args.url) as conn:
-        ident = columns.read_identity(conn)
-    here = args.dir / ident.store if ident else args.dir
-    result["copy_bytes"] = sum(f.stat().st_size for f in here.rglob("*") if f.is_file())
+    result["rows"] = common.count_trips(args.url)
+    store, result["build"] = build_columns(args.url, args.dir)
+    result["copy_bytes"] = result["build"]["bytes"]
     result |= asyncio.run(_run(args.url, store, args.runs, args.seed))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
-    out = args.out or Path("benchmarks/results") / f"{stamp}-columns-ab-{result['rows']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    raise SystemExit(1 if result["differences"] else 0)
+    common.write_checked(result, "columns-ab", args.out)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
@@ -25,6 +27,22 @@ def result_stem(at: datetime) -> str:
     """The name of a results file made at `at` (UTC, to the minute): runs of one day no longer
     overwrite each other."""
     return f"{at:%Y-%m-%dT%H%M}"
+
+
+def write_checked(result: dict[str, Any], kind: str, out: Path | None = None) -> NoReturn:
+    """Write a comparison's result to `out` (default results/<date>-<kind>-<rows>.json), print
+    it, and exit 1 when it found differences (result["differences"]), else 0."""
+    stem = result_stem(datetime.now(UTC))
+    out = out or ROOT / "benchmarks" / "results" / f"{stem}-{kind}-{result['rows']}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    raise SystemExit(1 if result["differences"] else 0)
+
+
+def count_trips(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM trips").fetchone()[0])  # type: ignore[index]
 
 
 # Result files of `benchmarks.run`: <date>-<rows> (until 2026-12-02) or <date>T<HHMM>-<rows>.

@@ -210,21 +210,23 @@ def query_benchmark(url: str, seed: int, copies: Any = None) -> dict[str, Any] |
 COLUMNS_DIR = common.DATA_DIR / "columns"
 
 
-def build_columns(url: str) -> tuple[Any, dict[str, Any]]:
-    """The columnar copies of the store's job tables, built one after another (as `trips serve`
-    does after each job): the store and the build's figures."""
+def build_columns(url: str, root: Path = COLUMNS_DIR) -> tuple[Any, dict[str, Any]]:
+    """The columnar copies of the store's job tables under `root`, built one after another (as
+    `trips serve` does after each job): the store and the build's figures."""
     from service.analytics import columns
 
-    store = columns.Store(COLUMNS_DIR)
+    store = columns.Store(root)
     t = time.monotonic()
     built = columns.build_missing(url, store)
     seconds = time.monotonic() - t
     with psycopg.connect(url) as conn:
         ident = columns.read_identity(conn)
-    here = COLUMNS_DIR / ident.store if ident else COLUMNS_DIR
+    here = root / ident.store if ident else root
     size = sum(f.stat().st_size for f in here.rglob("*") if f.is_file())
     print(f"columnar copies: {len(built)} tables in {seconds:.1f} s, {size / 2**30:.2f} GiB")
-    return store, {"tables": len(built), "seconds": round(seconds, 2), "bytes": size}
+    info = {"tables": len(built), "seconds": round(seconds, 2), "bytes": size}
+    info["built"] = [{k: m[k] for k in ("table", "rows", "seconds")} for m in built]
+    return store, info
 
 
 def drop_columns(url: str) -> None:
