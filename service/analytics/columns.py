@@ -14,8 +14,9 @@ Exactness rests on three things:
   (weekly._consistent reads the attached tables with the snapshot); the rest of the raw points,
   `trips_p0` (the small jobs' rows, which change), are read from PostgreSQL in that snapshot;
 - a copy is made of the table's rows in their stored doubles (binary COPY) and tested with the
-  same comparisons as the SQL it stands in for; the polygon test (ST_Covers) stays in
-  PostgreSQL;
+  same comparisons as the SQL it stands in for; a polygon's ST_Covers with PostGIS's own
+  point-in-polygon, operation for operation (service/analytics/pip.py), or, for a polygon that
+  test cannot take, in PostgreSQL;
 - a copy is filed under the database's random identity (db/migrations/024), the table's name
   and oid, the last applied migration and FORMAT: another database, a table made anew or a
   migration (one may rewrite `trips`, as 014 and 020 did) never finds an old copy.
@@ -44,6 +45,7 @@ import psycopg
 from psycopg import sql
 
 from service.analytics import finegrid
+from service.analytics.pip import Covers
 
 log = logging.getLogger("trips.columns")
 
@@ -538,10 +540,67 @@ def both_box(copies: list[Copy], box: Strip, dest_inside: bool, f: Filter) -> Co
 
 
 @dataclass
+class Fine:
+    """A polygon's cells of 0.001 degrees and fine rows (weekly.FineCells, weekly._BOTH_FINE):
+    the class of each cell (0 outside, 1 covered, 2 cut) as classes[kx - kx0, ky - ky0], the
+    polygon's bounds widened by EPS (minx, miny, maxx, maxy), and per fine row its x range
+    [x0, x1] and its inside span [ia, ib)."""
+
+    kx0: int
+    ky0: int
+    classes: np.ndarray
+    bounds: tuple[float, float, float, float]
+    rows: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    ia: np.ndarray
+    ib: np.ndarray
+
+    def covered(self, x: np.ndarray, y: np.ndarray, covers: Covers) -> np.ndarray:
+        """weekly._CLASS's test of a point: in the bounds and its cell covered, or cut and the
+        point covered (ST_Covers: `covers`)."""
+        minx, miny, maxx, maxy = self.bounds
+        out = np.zeros(len(x), dtype=bool)
+        at = np.flatnonzero((x >= minx) & (x <= maxx) & (y >= miny) & (y <= maxy))
+        kx = np.floor(x[at] / 0.001).astype(np.int64) - self.kx0
+        ky = np.floor(y[at] / 0.001).astype(np.int64) - self.ky0
+        cls = self.classes[kx, ky]
+        out[at] = cls == 1
+        cut = at[cls == 2]
+        out[cut] = covers(x[cut], y[cut])
+        return out
+
+
+def both_shape(
+    copies: list[Copy], fine: Fine, covers: Covers, dest_inside: bool, f: Filter
+) -> Counter[date]:
+    """weekly._BOTH_FINE on the copies: the trips whose origin the polygon covers (read along
+    the fine rows it meets; an origin in its row's inside span is covered with no test) and
+    whose destination it covers (dest_inside) or does not."""
+    day_parts = []
+    for copy in copies:
+        e = copy.ends["o"]
+        lo, hi, which = e.runs(fine.rows, fine.x0, fine.x1, closed=True)
+        idx, run = gather(lo, hi)
+        q = which[run]
+        x, day, region = e.cols["x"][idx], e.cols["day"][idx], e.cols["region"][idx]
+        keep = f.test(day, region)
+        idx, q, x, day = idx[keep], q[keep], x[keep], day[keep]
+        span = (x >= fine.ia[q]) & (x < fine.ib[q])
+        rest = np.flatnonzero(~span)
+        origin = span
+        origin[rest] = fine.covered(x[rest], e.cols["y"][idx[rest]], covers)
+        idx, day = idx[origin], day[origin]
+        dest = fine.covered(e.cols["ox"][idx], e.cols["oy"][idx], covers)
+        day_parts.append(day[dest == dest_inside])
+    return weeks(_cat(day_parts, np.int32))
+
+
+@dataclass
 class Probes:
     """weekly.shape_plan's probes: fine row, [x0, x1) and [y0, y1) (weekly.probe_bounds) and
-    kind: 1 / -1 count each point +1 / -1 (2 / -2, the points that ST_Covers tests, are not
-    read from the copies)."""
+    kind: 1 / -1 count each point +1 / -1, 2 counts the points the polygon covers, -2 takes off
+    those it does not (ST_Covers: pip.Covers)."""
 
     fr: np.ndarray
     x0: np.ndarray
@@ -551,12 +610,15 @@ class Probes:
     kind: np.ndarray
 
 
-def probe_points(copies: list[Copy], end: str, probes: Probes, f: Filter) -> Counter[date]:
-    """weekly._SHAPE_QUERY's probes of kinds 1 and -1 on the copies: each point of a probe
-    counted +1 or -1 (the probes of the other kinds test points with ST_Covers, which stays in
-    PostgreSQL)."""
-    if not (np.abs(probes.kind) == 1).all():
-        raise ValueError("only probes of kinds 1 and -1 are read from the copies")
+def probe_points(
+    copies: list[Copy], end: str, probes: Probes, f: Filter, covers: Covers | None = None
+) -> Counter[date]:
+    """weekly._SHAPE_QUERY's probes on the copies: each point of a probe of kind 1 / -1 counted
+    +1 / -1; of kind 2, +1 when `covers` (the polygon's ST_Covers, pip.Covers) holds; of kind -2,
+    -1 when it does not. Probes of kinds 2 / -2 need `covers`."""
+    tested = np.abs(probes.kind) == 2
+    if covers is None and tested.any():
+        raise ValueError("probes of kinds 2 and -2 need the polygon's test")
     day_parts, weight_parts = [], []
     for copy in copies:
         e = copy.ends[end]
@@ -565,8 +627,15 @@ def probe_points(copies: list[Copy], end: str, probes: Probes, f: Filter) -> Cou
         q = which[run]  # the probe of each point
         y, day, region = e.cols["y"][idx], e.cols["day"][idx], e.cols["region"][idx]
         keep = (y >= probes.y0[q]) & (y < probes.y1[q]) & f.test(day, region)
+        kind = probes.kind[q][keep]
+        weight = kind.astype(np.float64)
+        cut = np.flatnonzero(np.abs(kind) == 2)
+        if len(cut) and covers is not None:
+            at = idx[keep][cut]
+            inside = covers(e.cols["x"][at], e.cols["y"][at])
+            weight[cut] = np.where(kind[cut] > 0, inside, inside.astype(np.float64) - 1)
         day_parts.append(day[keep])
-        weight_parts.append(probes.kind[q][keep].astype(np.float64))
+        weight_parts.append(weight)
     return weeks(_cat(day_parts, np.int32), _cat(weight_parts, np.float64))
 
 

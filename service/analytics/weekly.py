@@ -43,7 +43,7 @@ import shapely
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
-from service.analytics import columns, finegrid
+from service.analytics import columns, finegrid, pip
 from service.analytics.area import Area, AreaError, BBox, Shape
 from service.ingest.rollups import BLOCK, PAIR_GRID, PAIR_HALF, PAIR_ROWS, PAIR_SHIFT, pair_code
 
@@ -566,7 +566,7 @@ _BOTH_FINE = sql.SQL("""
     SELECT t.started_at::date, count(*)
     FROM unnest(%(prow)s::int[], %(px0)s::float8[], %(px1)s::float8[], %(pia)s::float8[],
                 %(pib)s::float8[]) AS p(r, x0, x1, ia, ib)
-    JOIN trips t ON {orow} = p.r AND t.ox BETWEEN p.x0 AND p.x1
+    JOIN {trips} t ON {orow} = p.r AND t.ox BETWEEN p.x0 AND p.x1
     CROSS JOIN area
     WHERE ((t.ox >= p.ia AND t.ox < p.ib) OR CASE {oclass} WHEN 1 THEN true
           WHEN 2 THEN ST_Covers(area.geom, ST_SetSRID(ST_MakePoint(t.ox, t.oy), 4326))
@@ -1075,18 +1075,20 @@ async def _one_end(
 
     every = np.ones(len(fr), dtype=bool)
     if copies is not None:
-        # The probes of kinds 1 / -1 (runs of fine cells counted point by point) of the job
-        # tables from the copies, and of trips_p0 from PostgreSQL; those of kinds 2 / -2 (cut
-        # fine cells: ST_Covers, the contract's predicate) from PostgreSQL, every table.
-        runs = np.abs(kind) == 1
-        if runs.any():
-            x0, x1, y0, y1 = (b[runs] for b in bounds)
-            sel = columns.Probes(fr[runs], x0, x1, y0, y1, kind[runs])
+        # The job tables' points of the probes from the copies, and trips_p0's from PostgreSQL:
+        # the runs of fine cells (kinds 1 / -1) and, when PostGIS's own test of the polygon can
+        # be run on them (pip.Covers), the cut fine cells (kinds 2 / -2); else those from
+        # PostgreSQL, every table.
+        covers = await polygon_test(conn, area.geojson) if (np.abs(kind) == 2).any() else None
+        read = np.ones(len(fr), dtype=bool) if covers is not None else np.abs(kind) == 1
+        if read.any():
+            x0, x1, y0, y1 = (b[read] for b in bounds)
+            sel = columns.Probes(fr[read], x0, x1, y0, y1, kind[read])
             f = columns.Filter.of(p)
-            parts.append(CopyPart(lambda: columns.probe_points(copies, side, sel, f)))
-            small = p | probes(runs) | {"wcx": [], "wcy": [], "wbx": [], "wby": []}
+            parts.append(CopyPart(lambda: columns.probe_points(copies, side, sel, f, covers)))
+            small = p | probes(read) | {"wcx": [], "wcy": [], "wbx": [], "wby": []}
             parts.append(Part(shape_query(trips), small))
-        every = ~runs
+        every = ~read
     p |= probes(every)
     # the probes in two parts, the rollup's whole cells in the first, its whole blocks in the
     # second
@@ -1096,6 +1098,14 @@ async def _one_end(
         halves[1] |= {"wcx": [], "wcy": []}
     query = shape_query(sql.Identifier("trips"))
     return parts + [Part(query, h) for h in halves]
+
+
+async def polygon_test(conn: AsyncConnection, geojson: str) -> pip.Covers | None:
+    """ST_Covers of the polygon in numpy (pip.Covers), from the doubles PostGIS reads of it;
+    None when that test cannot stand in for PostGIS's."""
+    cur = await conn.execute(pip.WKB, {"geojson": geojson})
+    row = await cur.fetchone()
+    return pip.Covers.of(bytes(row[0])) if row is not None and row[0] is not None else None
 
 
 def _whole_blocks(
@@ -1118,14 +1128,17 @@ def _dest(test: str, inside: bool, **names: sql.Composable) -> sql.Composable:
     return composed if inside else sql.SQL("NOT ({})").format(composed)
 
 
-def _both(
+async def _both(
+    conn: AsyncConnection,
     area: Area,
     params: dict[str, Any],
     dest_inside: bool = True,
     copies: list[columns.Copy] | None = None,
 ) -> list[Part | CopyPart]:
     """The trips whose origin is in the area and whose destination is (dest_inside) or is not;
-    for a box, those of the job tables from their `copies` when given (columns.both_box)."""
+    those of the job tables from their `copies` when given: a box's (columns.both_box), and a
+    polygon's read by its fine cells when PostGIS's test of it can run in numpy
+    (columns.both_shape, pip.Covers)."""
     minx, miny, maxx, maxy = (
         (area.minx, area.miny, area.maxx, area.maxy) if isinstance(area, BBox) else area.bounds
     )
@@ -1159,8 +1172,26 @@ def _both(
     oclass = sql.SQL(_CLASS).format(x=t["ox"], y=t["oy"])
     dclass = sql.SQL(_CLASS).format(x=t["dx"], y=t["dy"])
     dest = _dest(_DEST_IN_FINE, dest_inside, dclass=dclass)
-    query = _BOTH_FINE.format(orow=sql.Identifier("t", "ofr"), oclass=oclass, dest=dest)
-    return [Part(query, h) for h in _halves(p, ("prow", "px0", "px1", "pia", "pib"))]
+    covers = await polygon_test(conn, area.geojson) if copies is not None else None
+
+    def fine_query(table: sql.Identifier) -> sql.Composed:
+        return _BOTH_FINE.format(
+            orow=sql.Identifier("t", "ofr"), oclass=oclass, dest=dest, trips=table
+        )
+
+    if copies is not None and covers is not None:
+        cells = np.frombuffer(fine.classes, dtype=np.uint8).reshape(-1, fine.kh)
+        bounds = (p["minx"], p["miny"], p["maxx"], p["maxy"])
+        spans = (np.asarray(v, dtype=np.float64) for v in (fine.x0, fine.x1, fine.ia, fine.ib))
+        on = columns.Fine(fine.kx0, fine.ky0, cells, bounds, np.asarray(fine.rows), *spans)
+        f = columns.Filter.of(p)
+        return [
+            CopyPart(lambda: columns.both_shape(copies, on, covers, dest_inside, f)),
+            Part(fine_query(sql.Identifier("trips_p0")), p),
+        ]
+    table = sql.Identifier("trips")
+    halves = _halves(p, ("prow", "px0", "px1", "pia", "pib"))
+    return [Part(fine_query(table), h) for h in halves]
 
 
 # A box's `both` and `either` from the pair rollup (db/migrations/022, 023), with R the pair
@@ -1330,7 +1361,8 @@ async def _parts(
 ) -> list[Part | CopyPart]:
     """The parts of a read; `copies` (the columnar copies of every job table of the snapshot, or
     None) take the job tables' raw points of the reads they have a twin for: a box's edges, a
-    polygon's probes (origin, destination) and a box's pair strips (both, either)."""
+    polygon's probes (origin, destination), a box's pair strips and both scans, and a polygon's
+    both scan (both, either)."""
     if area is None:
         return [Part(_REGION_ROLLUP, params)]
     g = await grid_cell(conn)
@@ -1340,10 +1372,10 @@ async def _parts(
     if pairs is not None:
         return pairs
     if match == "both":
-        return _both(area, params, copies=copies)
+        return await _both(conn, area, params, copies=copies)
     # either = destination + (origin in, destination not); the scan, the biggest, first
     return [
-        *_both(area, params, dest_inside=False, copies=copies),
+        *await _both(conn, area, params, dest_inside=False, copies=copies),
         *await _one_end(conn, area, "d", g, params, copies),
     ]
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from service.analytics import columns
+from service.analytics import columns, pip
 from service.api.app import create_app
 from service.settings import Settings
 from tests.helpers import ingest, query
@@ -40,12 +40,13 @@ def _identity(url: str) -> columns.Identity:
 
 class Spy:
     """Counts the calls of the copies' reads (box edges, pair strips, boxes' both scans,
-    polygon probes)."""
+    polygon probes, polygons' both scans) and of the polygon test run on their points."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.calls: dict[str, int] = {}
-        for name in ("box_edge", "pair_edge", "both_box", "probe_points"):
+        for name in ("box_edge", "pair_edge", "both_box", "probe_points", "both_shape"):
             monkeypatch.setattr(columns, name, self._wrap(name, getattr(columns, name)))
+        monkeypatch.setattr(pip.Covers, "__call__", self._wrap("covers", pip.Covers.__call__))
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def spy(*args: Any, **kw: Any) -> Any:
@@ -86,11 +87,14 @@ def test_copies_answer_as_the_brute_force(
     client, trips, store = copied
     spy = Spy(monkeypatch)
     _check_against_brute_force(client, trips, 150)
-    # the copies did answer: boxes' edges, pair strips and polygons' probes
+    # the copies did answer: boxes' edges, pair strips, polygons' probes and both scans, with
+    # the points of cut fine cells tested in numpy
     assert spy.calls.get("box_edge", 0) >= 20, spy.calls
     assert spy.calls.get("pair_edge", 0) >= 1, spy.calls
     assert spy.calls.get("both_box", 0) >= 10, spy.calls
     assert spy.calls.get("probe_points", 0) >= 10, spy.calls
+    assert spy.calls.get("both_shape", 0) >= 5, spy.calls
+    assert spy.calls.get("covers", 0) >= 10, spy.calls
 
 
 def test_copies_serve_only_when_every_job_table_has_one(
