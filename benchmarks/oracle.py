@@ -14,6 +14,10 @@ comparisons for a box and ST_Covers for a polygon, as SPEC section 2 defines the
 of every answer must equal the count.
 
     PYTHONPATH=. python -m benchmarks.oracle URL [--areas N] [--seed S] [--out FILE]
+        [--columns DIR]
+
+With `--columns DIR`, the service reads with the columnar copies under DIR (built first when
+missing), as `trips serve` does: the answers checked are then those of the copies' path.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -33,7 +38,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.queries import star
-from service.analytics import weekly
+from service.analytics import columns, weekly
 from service.analytics.area import BBox, parse_geometry
 from service.db.pool import spare_connection as pool_spare
 
@@ -317,6 +322,7 @@ def main() -> None:
     ap.add_argument("--areas", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out")
+    ap.add_argument("--columns", type=Path, help="read with the columnar copies under DIR")
     ap.add_argument(
         "--kinds",
         help="comma-separated kinds drawn in turn instead of the default mix: "
@@ -327,7 +333,19 @@ def main() -> None:
     unknown = set(kinds) - {*KINDS, "box-big"}
     if unknown:
         ap.error(f"unknown kinds: {', '.join(sorted(unknown))}")
+    copies = None
+    if args.columns is not None:
+        store = columns.configure(args.columns)
+        assert store is not None
+        built = columns.build_missing(args.url, store)
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            ident = columns.read_identity(conn)
+        tables = len(ident.jobs) if ident is not None else 0
+        copies = {"dir": str(args.columns), "job_tables": tables, "built_now": len(built)}
+        if ident is None or store.copies(ident) is None:
+            ap.error("the copies are not complete: the reads would be PostgreSQL's alone")
     result = asyncio.run(check(args.url, args.areas, args.seed, kinds))
+    result["columns"] = copies
     text = json.dumps(result, indent=1, default=str)
     if args.out:
         with open(args.out, "w") as f:

@@ -1102,10 +1102,13 @@ async def _one_end(
 
 async def polygon_test(conn: AsyncConnection, geojson: str) -> pip.Covers | None:
     """ST_Covers of the polygon in numpy (pip.Covers), from the doubles PostGIS reads of it;
-    None when that test cannot stand in for PostGIS's."""
+    None when that test cannot stand in for PostGIS's (another PostGIS version, or a polygon
+    where its two variants differ)."""
     cur = await conn.execute(pip.WKB, {"geojson": geojson})
     row = await cur.fetchone()
-    return pip.Covers.of(bytes(row[0])) if row is not None and row[0] is not None else None
+    if row is None or row[0] is None or not pip.supported(row[1]):
+        return None
+    return pip.Covers.of(bytes(row[0]))
 
 
 def _whole_blocks(

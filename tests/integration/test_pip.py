@@ -13,7 +13,7 @@ import pytest
 import shapely
 from shapely.geometry import mapping
 
-from service.analytics.pip import WKB, Covers
+from service.analytics.pip import WKB, Covers, supported
 
 _ST_COVERS = """
     WITH a AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326) AS g)
@@ -69,6 +69,8 @@ def test_covers_equals_st_covers(db_url: str, seed: int) -> None:
             text = json.dumps(mapping(poly))
             wkb = conn.execute(WKB, {"geojson": text}).fetchone()
             assert wkb is not None
+            if not supported(wkb[1]):
+                pytest.skip(f"PostGIS {wkb[1]}: its ST_Covers is not the one Covers repeats")
             covers = Covers.of(bytes(wkb[0]))
             assert covers is not None
             x, y = _points(poly, rng)
@@ -91,3 +93,8 @@ def test_tiny_segments_are_left_to_postgis(db_url: str) -> None:
     assert row is not None
     assert Covers.of(bytes(row[0])) is None
     assert Covers.of(shapely.to_wkb(shapely.box(0, 0, 1, 1))) is not None
+
+
+def test_versions() -> None:
+    assert supported("3.3.2") and supported("3.1.0")
+    assert not supported("3.4.2") and not supported("3.0.0") and not supported("2.5.5")
