@@ -996,7 +996,11 @@ async def _one_end(
     g: float,
     params: dict[str, Any],
     copies: list[columns.Copy] | None = None,
+    covers: pip.Covers | None = None,
 ) -> list[Part | CopyPart]:
+    """The parts of a box's or a polygon's count by one end (side o or d); with the job tables'
+    `copies`, their raw points from them (a polygon's cut fine cells only with `covers`, its
+    ST_Covers in numpy)."""
     xn, yn, rn = END_COLUMNS[side]
     x, y = sql.Identifier(xn), sql.Identifier(yn)
     p = {**params, "side": side, "bside": side.upper(), "g": g}
@@ -1079,7 +1083,6 @@ async def _one_end(
         # the runs of fine cells (kinds 1 / -1) and, when PostGIS's own test of the polygon can
         # be run on them (pip.Covers), the cut fine cells (kinds 2 / -2); else those from
         # PostgreSQL, every table.
-        covers = await polygon_test(conn, area.geojson) if (np.abs(kind) == 2).any() else None
         read = np.ones(len(fr), dtype=bool) if covers is not None else np.abs(kind) == 1
         if read.any():
             x0, x1, y0, y1 = (b[read] for b in bounds)
@@ -1131,17 +1134,17 @@ def _dest(test: str, inside: bool, **names: sql.Composable) -> sql.Composable:
     return composed if inside else sql.SQL("NOT ({})").format(composed)
 
 
-async def _both(
-    conn: AsyncConnection,
+def _both(
     area: Area,
     params: dict[str, Any],
     dest_inside: bool = True,
     copies: list[columns.Copy] | None = None,
+    covers: pip.Covers | None = None,
 ) -> list[Part | CopyPart]:
     """The trips whose origin is in the area and whose destination is (dest_inside) or is not;
     those of the job tables from their `copies` when given: a box's (columns.both_box), and a
-    polygon's read by its fine cells when PostGIS's test of it can run in numpy
-    (columns.both_shape, pip.Covers)."""
+    polygon's read by its fine cells when PostGIS's test of it runs in numpy (`covers`;
+    columns.both_shape)."""
     minx, miny, maxx, maxy = (
         (area.minx, area.miny, area.maxx, area.maxy) if isinstance(area, BBox) else area.bounds
     )
@@ -1175,7 +1178,6 @@ async def _both(
     oclass = sql.SQL(_CLASS).format(x=t["ox"], y=t["oy"])
     dclass = sql.SQL(_CLASS).format(x=t["dx"], y=t["dy"])
     dest = _dest(_DEST_IN_FINE, dest_inside, dclass=dclass)
-    covers = await polygon_test(conn, area.geojson) if copies is not None else None
 
     def fine_query(table: sql.Identifier) -> sql.Composed:
         return _BOTH_FINE.format(
@@ -1369,17 +1371,21 @@ async def _parts(
     if area is None:
         return [Part(_REGION_ROLLUP, params)]
     g = await grid_cell(conn)
+    # a polygon's ST_Covers in numpy, for the copies' points of its cut fine cells
+    covers = None
+    if isinstance(area, Shape) and copies is not None:
+        covers = await polygon_test(conn, area.geojson)
     if match in ("origin", "destination"):
-        return await _one_end(conn, area, match[0], g, params, copies)
+        return await _one_end(conn, area, match[0], g, params, copies, covers)
     pairs = _both_pairs(area, params, match == "either", copies) if isinstance(area, BBox) else None
     if pairs is not None:
         return pairs
     if match == "both":
-        return await _both(conn, area, params, copies=copies)
+        return _both(area, params, copies=copies, covers=covers)
     # either = destination + (origin in, destination not); the scan, the biggest, first
     return [
-        *await _both(conn, area, params, dest_inside=False, copies=copies),
-        *await _one_end(conn, area, "d", g, params, copies),
+        *_both(area, params, dest_inside=False, copies=copies, covers=covers),
+        *await _one_end(conn, area, "d", g, params, copies, covers),
     ]
 
 
