@@ -38,6 +38,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.queries import star
+from benchmarks.run import build_columns
 from service.analytics import columns, weekly
 from service.analytics.area import BBox, parse_geometry
 from service.db.pool import spare_connection as pool_spare
@@ -335,13 +336,12 @@ def main() -> None:
         ap.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     copies = None
     if args.columns is not None:
-        store = columns.configure(args.columns)
-        assert store is not None
-        built = columns.build_missing(args.url, store)
+        store, build = build_columns(args.url, args.columns)
+        columns.STORE = store
         with psycopg.connect(args.url, autocommit=True) as conn:
             ident = columns.read_identity(conn)
         tables = len(ident.jobs) if ident is not None else 0
-        copies = {"dir": str(args.columns), "job_tables": tables, "built_now": len(built)}
+        copies = {"dir": str(args.columns), "job_tables": tables, "built_now": build["tables"]}
         if ident is None or store.copies(ident) is None:
             ap.error("the copies are not complete: the reads would be PostgreSQL's alone")
     result = asyncio.run(check(args.url, args.areas, args.seed, kinds))

@@ -541,11 +541,12 @@ def both_box(copies: list[Copy], box: Strip, dest_inside: bool, f: Filter) -> Co
 
 @dataclass
 class Fine:
-    """A polygon's cells of 0.001 degrees and fine rows (weekly.FineCells, weekly._BOTH_FINE):
-    the class of each cell (0 outside, 1 covered, 2 cut) as classes[kx - kx0, ky - ky0], the
-    polygon's bounds widened by EPS (minx, miny, maxx, maxy), and per fine row its x range
-    [x0, x1] and its inside span [ia, ib)."""
+    """A polygon's cells of `step` degrees (weekly._KEY_STEP) and fine rows (weekly.FineCells,
+    weekly._BOTH_FINE): the class of each cell (0 outside, 1 covered, 2 cut) as
+    classes[kx - kx0, ky - ky0], the polygon's bounds widened by EPS (minx, miny, maxx, maxy),
+    and per fine row its x range [x0, x1] and its inside span [ia, ib)."""
 
+    step: float
     kx0: int
     ky0: int
     classes: np.ndarray
@@ -562,8 +563,8 @@ class Fine:
         minx, miny, maxx, maxy = self.bounds
         out = np.zeros(len(x), dtype=bool)
         at = np.flatnonzero((x >= minx) & (x <= maxx) & (y >= miny) & (y <= maxy))
-        kx = np.floor(x[at] / 0.001).astype(np.int64) - self.kx0
-        ky = np.floor(y[at] / 0.001).astype(np.int64) - self.ky0
+        kx = np.floor(x[at] / self.step).astype(np.int64) - self.kx0
+        ky = np.floor(y[at] / self.step).astype(np.int64) - self.ky0
         cls = self.classes[kx, ky]
         out[at] = cls == 1
         cut = at[cls == 2]
@@ -586,9 +587,9 @@ def both_shape(
         x, day, region = e.cols["x"][idx], e.cols["day"][idx], e.cols["region"][idx]
         keep = f.test(day, region)
         idx, q, x, day = idx[keep], q[keep], x[keep], day[keep]
-        span = (x >= fine.ia[q]) & (x < fine.ib[q])
-        rest = np.flatnonzero(~span)
-        origin = span
+        # covered: in the row's inside span, or by the class of its cell (and the test)
+        origin = (x >= fine.ia[q]) & (x < fine.ib[q])
+        rest = np.flatnonzero(~origin)
         origin[rest] = fine.covered(x[rest], e.cols["y"][idx[rest]], covers)
         idx, day = idx[origin], day[origin]
         dest = fine.covered(e.cols["ox"][idx], e.cols["oy"][idx], covers)

@@ -1188,7 +1188,8 @@ def _both(
         cells = np.frombuffer(fine.classes, dtype=np.uint8).reshape(-1, fine.kh)
         bounds = (p["minx"], p["miny"], p["maxx"], p["maxy"])
         spans = (np.asarray(v, dtype=np.float64) for v in (fine.x0, fine.x1, fine.ia, fine.ib))
-        on = columns.Fine(fine.kx0, fine.ky0, cells, bounds, np.asarray(fine.rows), *spans)
+        fine_rows = np.asarray(fine.rows)
+        on = columns.Fine(_KEY_STEP, fine.kx0, fine.ky0, cells, bounds, fine_rows, *spans)
         f = columns.Filter.of(p)
         return [
             CopyPart(lambda: columns.both_shape(copies, on, covers, dest_inside, f)),
