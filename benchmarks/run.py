@@ -149,10 +149,11 @@ WITH parts AS (
 SELECT 'table' AS what, sum(pg_table_size(oid))::bigint FROM parts
 UNION ALL SELECT parent_index, bytes::bigint FROM idx
 UNION ALL SELECT 'partitions', count(*)::bigint FROM parts
-UNION ALL SELECT 'rollups:' || r,
+UNION ALL SELECT 'rollups:' || label,
     coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(r::regclass)),
              pg_total_relation_size(r::regclass))::bigint
-    FROM unnest(ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_clusters']) r
+    FROM unnest(ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_cluster_parts'],
+                ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_clusters']) u(r, label)
 UNION ALL SELECT 'database', pg_database_size(current_database())
 """
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # jobs of at least this many rows put their new rollup keys into partitions of their own
     # (db/migrations/017); smaller ones into the rollups' partition 0, key by key
     rollup_partition_rows: int = Field(default=500_000, ge=0)
+    # an idle worker folds the partitions of cluster totals into one once there are more than
+    # this many (db/migrations/025); 0: never
+    cluster_compact_parts: int = Field(default=16, ge=0)
     # columnar copies of the large jobs' raw points (service/analytics/columns.py), on this
     # host's disk; empty: none, every read from PostgreSQL alone
     columns_dir: Path | None = Path(".local/columns")

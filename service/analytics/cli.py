@@ -132,6 +132,11 @@ def clusters_cmd(
         help="recompute every cluster with the "
         "current TRIPS_CLUSTER_CELL / TRIPS_CLUSTER_BUCKET_MINUTES",
     ),
+    compact: bool = typer.Option(
+        False,
+        "--compact",
+        help="fold the jobs' partitions of cluster totals into one (the totals do not change)",
+    ),
 ) -> None:
     """Print the largest clusters of similar trips."""
     from service.analytics import weekly
@@ -150,6 +155,10 @@ def clusters_cmd(
     else:
         with psycopg.connect(url, autocommit=True) as conn:
             cq.sync_params(conn, settings)
+    if compact:
+        with psycopg.connect(url, autocommit=True) as conn:
+            folded = cq.compact(conn)
+        typer.echo(f"compacted {folded} partitions of cluster totals into one", err=True)
     try:
         t0 = cq.parse_time(time_from, "--time-from", 0)
         t1 = cq.parse_time(time_to, "--time-to", 1440)

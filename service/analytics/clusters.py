@@ -1,10 +1,11 @@
 """Similar-trip clusters (SPEC section 2) as GeoJSON, and their parameters.
 
 `trip_clusters` is keyed by (region, origin cell, destination cell, time-of-day bucket) and kept
-by every ingestion. `trip_cluster_top` holds each region's first N clusters by (trips DESC, key)
-exactly (db/migrations/010): a request is answered from it when that is provably the same
-answer (for each region in scope, the region's list is complete or has `limit` matches),
-otherwise from the full table.
+by every ingestion: a view summing the partitions of `trip_cluster_parts`, where each large job
+stores its own totals (db/migrations/025) until `compact` folds them. `trip_cluster_top` holds
+each region's first N clusters by (trips DESC, key) exactly (db/migrations/010, 025): a request
+is answered from it when that is provably the same answer (for each region in scope, the
+region's list is complete or has `limit` matches), otherwise from the full view.
 
 Parameters: the cell and bucket in `trip_cluster_params` are the ones the stored clusters were
 built with; ingestions always use those. When TRIPS_CLUSTER_CELL / _BUCKET_MINUTES differ, an
@@ -152,7 +153,7 @@ def sync_params(conn: psycopg.Connection, settings: Settings) -> str | None:
         wanted = (settings.cluster_cell, settings.cluster_bucket_minutes)
         if (float(row[0]), int(row[1])) == wanted:
             return None
-        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM trip_clusters)").fetchone()[0]:  # type: ignore[index]
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM trip_cluster_parts)").fetchone()[0]:  # type: ignore[index]
             conn.execute(
                 "UPDATE trip_cluster_params SET cell = %s, bucket_minutes = %s", list(wanted)
             )
@@ -173,5 +174,23 @@ def rebuild(conn: psycopg.Connection, cell: float, bucket_minutes: int) -> int:
         row = conn.execute(
             "SELECT rebuild_trip_clusters(%s, %s)", [cell, bucket_minutes]
         ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def partitions(conn: psycopg.Connection) -> int:
+    """How many partitions hold cluster totals (db/migrations/025)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'trip_cluster_parts'::regclass"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def compact(conn: psycopg.Connection) -> int:
+    """Fold every partition of cluster totals into one (one transaction); returns how many
+    were folded, 0 when there was one. Totals, and so the answers, do not change."""
+    with conn.transaction():
+        row = conn.execute("SELECT compact_trip_clusters()").fetchone()
     assert row is not None
     return int(row[0])

@@ -317,11 +317,10 @@ def _encode(
 
 def _rollup_params(ctl: psycopg.Connection) -> rollups.Params:
     row = ctl.execute(
-        "SELECT g.cell, p.cell, p.bucket_minutes, trip_cluster_top_size()"
-        " FROM rollup_grid g, trip_cluster_params p"
+        "SELECT g.cell, p.cell, p.bucket_minutes FROM rollup_grid g, trip_cluster_params p"
     ).fetchone()
     assert row is not None
-    return rollups.Params(float(row[0]), float(row[1]), int(row[2]), int(row[3]))
+    return rollups.Params(float(row[0]), float(row[1]), int(row[2]))
 
 
 # The staging tables of apply_staged_rollups (db/migrations/013, 017, 018), in the spool's
@@ -334,9 +333,7 @@ _STAGING = {
         "region_id int, week date, datasource_id int, trips bigint, last_at timestamp",
     ),
     "cells": ("stage_cells", "weekly_cell_trips"),
-    "clusters": ("stage_clusters", "trip_clusters"),
-    # after "clusters": the candidates are chosen while its totals are streamed
-    "top": ("stage_top", "region_id int, ocx int, ocy int, dcx int, dcy int, bucket int"),
+    "clusters": ("stage_clusters", "trip_cluster_parts"),
 }
 _ROLLUP_COLUMNS = {
     "cells": "side, cx, cy, week, region_id, trips",
@@ -349,9 +346,10 @@ def _rollup_stage(load: psycopg.Connection, key: str, part: int) -> str:
 
     Partition 0 (a small job): a temporary table like the rollup. A large job: the rollup's
     partition for this job, created in the job's transaction (so its rows skip WAL under
-    wal_level=minimal); apply_staged_rollups drops the keys already stored elsewhere from it
-    (deleted, or the table rewritten with the new keys only when many were found), builds its
-    primary key and attaches it (db/migrations/017, 019)."""
+    wal_level=minimal); apply_staged_rollups builds its primary key and attaches it, after
+    dropping from the cells' the keys already stored elsewhere (deleted, or the table rewritten
+    with the new keys only when many were found; db/migrations/017, 019). The clusters'
+    partition keeps all the job's keys (025)."""
     table, like = _STAGING[key]
     if key not in _ROLLUP_COLUMNS:
         load.execute(f"CREATE TEMP TABLE {table} ({like}) ON COMMIT DROP")
@@ -360,7 +358,9 @@ def _rollup_stage(load: psycopg.Connection, key: str, part: int) -> str:
         load.execute(f"CREATE TEMP TABLE {table} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DROP")
         return table
     name = f"{like}_job_{part}"
-    fill = 70 if key == "cells" else 85  # room for HOT updates by later jobs (016)
+    # room for HOT updates of the cells by later jobs (016); a job's cluster totals are never
+    # updated (025)
+    fill = 70 if key == "cells" else 100
     load.execute(
         sql.SQL(
             "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (part = {}))"
@@ -390,8 +390,7 @@ def _apply_rollups(
         columns = sql.SQL(f" ({_ROLLUP_COLUMNS[key]})" if key in _ROLLUP_COLUMNS else "")
         statement = sql.SQL("COPY {}{} FROM STDIN (FORMAT BINARY)")
         with _copy_to(load, statement.format(sql.Identifier(stage), columns)) as copy:
-            stream = partials.top_candidates() if key == "top" else partials.copy_stream(key)
-            for block in stream:
+            for block in partials.copy_stream(key):
                 copy.write(block)
         if not (part and key in _ROLLUP_COLUMNS):  # a new partition is analysed once attached
             load.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(stage)))
@@ -412,8 +411,7 @@ def _apply_rollups(
         for stage in stages.values():
             load.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(stage)))
     else:  # the rollups' new partitions are attached: only the temporary tables go
-        for key in ("weekly", "top"):
-            load.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(stages[key])))
+        load.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(stages["weekly"])))
     timings["rollups_s"] = time.monotonic() - t
 
 

@@ -54,7 +54,6 @@ class Params:
     grid: float
     cluster_cell: float
     bucket_minutes: int
-    top_size: int = 1000  # trip_cluster_top_size()
 
 
 def week_days(ts_us: np.ndarray) -> np.ndarray:
@@ -226,7 +225,6 @@ class JobRollups:
 
     def __init__(self, params: Params, bytes_total: int = 0):
         self.params = params
-        self._top: Columns | None = None
         # the blocks' totals, from the cells' totals (a job's few thousand rows)
         self._blocks = Rollup(["side", "cx", "cy", "week", "region_id"], [("trips", "sum")], 1)
         splits = int(min(max(bytes_total // SPLIT_BYTES, 1), 256))
@@ -285,17 +283,13 @@ class JobRollups:
     def copy_stream(self, name: str) -> Iterator[bytes]:
         """The binary COPY stream (header, one row per key, trailer) of one rollup's totals.
 
-        For the clusters, it also keeps each region's first `top_size` clusters of the job by
-        (trips DESC, key), for `top_candidates`; the cells' stream ends with their blocks' rows
-        (BLOCK), the pairs' (PAIR_GRID) and their ends' blocks."""
+        The cells' stream ends with their blocks' rows (BLOCK), the pairs' (PAIR_GRID) and
+        their ends' blocks."""
         table = self.tables[name]
         yield HEADER
         for rows in table.totals():
             yield from _copy_rows(table, rows)
-            n = len(rows[table.keys[0]])
-            if n and name == "clusters":
-                self._keep_top(rows)
-            if n and name == "cells":
+            if len(rows[table.keys[0]]) and name == "cells":
                 self._blocks.add(block_rows(rows))
         if name == "cells":
             for rows in self._blocks.totals():
@@ -306,27 +300,6 @@ class JobRollups:
                     self._pair_ends.add(end)
             for rows in self._pair_ends.totals():
                 yield from _copy_rows(self._pair_ends, rows)
-        yield TRAILER
-
-    def _keep_top(self, rows: Columns) -> None:
-        keys = self.tables["clusters"].keys
-        top = rows if self._top is None else {k: np.concatenate([self._top[k], rows[k]])
-                                               for k in keys + ["trips"]}  # fmt: skip
-        # region, then trips descending, then the rest of the key: lexsort's last key is first
-        order = np.lexsort([top[k] for k in reversed(keys[1:])] + [-top["trips"], top[keys[0]]])
-        region = top[keys[0]][order]
-        first = np.flatnonzero(np.r_[True, region[1:] != region[:-1]])
-        rank = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
-        keep = order[rank < self.params.top_size]
-        self._top = {k: top[k][keep] for k in keys + ["trips"]}
-
-    def top_candidates(self) -> Iterator[bytes]:
-        """Binary COPY stream of the keys of each region's first clusters in this job: the only
-        clusters new to the store that can enter a region's top (their total is the job's)."""
-        yield HEADER
-        if self._top is not None and len(self._top["trips"]):
-            keys = self.tables["clusters"].keys
-            yield binary_rows([("int4", self._top[k]) for k in keys])
         yield TRAILER
 
     def close(self) -> None:

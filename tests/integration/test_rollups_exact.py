@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from service.analytics import clusters
 from service.generate import generate_file
-from service.ingest import loader, rollups
+from service.ingest import loader, rollups, worker
 from service.settings import Settings
 from tests.helpers import ingest, query
 
@@ -90,10 +91,11 @@ def _assert_exact(db_url: str) -> None:
            WHERE abs(c.sum_ox - t.sx) > 1e-7 OR abs(c.sum_dy - t.sy) > 1e-7""",
     )
     assert sums[0]["n"] == 0
-    # a key lives in one partition of its rollup only (db/migrations/017)
+    # a cell key lives in one partition of its rollup only (db/migrations/017); cluster totals
+    # are one row per key and partition (025: a key may be in several)
     for table, key in (
         ("weekly_cell_trips", "side, cx, cy, week, region_id"),
-        ("trip_clusters", "region_id, ocx, ocy, dcx, dcy, bucket"),
+        ("trip_cluster_parts", "region_id, ocx, ocy, dcx, dcy, bucket, part"),
     ):
         dup = f"SELECT count(*) AS n FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1) d"  # noqa: S608, E501
         assert query(db_url, dup)[0]["n"] == 0, table
@@ -109,6 +111,20 @@ def _assert_exact(db_url: str) -> None:
                FROM trip_cluster_top) d""",
     )
     assert top[0]["n"] == 0
+    # the known clusters' totals are exact, and every other cluster has at most its region's
+    # bound, every known one more (db/migrations/025)
+    known = query(
+        db_url,
+        """SELECT count(*) FILTER (WHERE k.trips IS DISTINCT FROM c.trips) AS wrong,
+                  count(*) FILTER (WHERE k.trips IS NULL AND c.trips > coalesce(b.bound, 0))
+                      AS above_bound,
+                  count(*) FILTER (WHERE k.trips <= coalesce(b.bound, 0)) AS below_bound
+           FROM trip_clusters c
+           LEFT JOIN trip_cluster_known k USING (region_id, ocx, ocy, dcx, dcy, bucket)
+           LEFT JOIN trip_cluster_bound b USING (region_id)
+           WHERE k.trips IS NOT NULL OR c.trips > coalesce(b.bound, 0)""",
+    )[0]
+    assert known == {"wrong": 0, "above_bound": 0, "below_bound": 0}, known
 
 
 def test_jobs_with_overlapping_keys_store_exact_rollups(
@@ -125,7 +141,7 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
         assert job["state"] == "succeeded", job["error"]
     _assert_exact(db_url)
     # the two large jobs' new keys went into partitions of their own, the small job's into p0
-    for table in ("weekly_cell_trips", "trip_clusters"):
+    for table in ("weekly_cell_trips", "trip_cluster_parts"):
         parts = query(
             db_url,
             "SELECT part, count(*) AS n FROM " + table + " GROUP BY part ORDER BY part",  # noqa: S608
@@ -142,7 +158,7 @@ def test_grids_changed_during_a_job_fall_back_to_sql(
 
     def stale(ctl):  # what the job read before a `trips clusters --rebuild` changed the grid
         r = real(ctl)
-        return rollups.Params(r.grid, r.cluster_cell * 2, r.bucket_minutes, r.top_size)
+        return rollups.Params(r.grid, r.cluster_cell * 2, r.bucket_minutes)
 
     monkeypatch.setattr(loader, "_rollup_params", stale)
     job = ingest(db_url, settings, p)
@@ -168,13 +184,140 @@ def test_a_small_job_into_a_large_store_probes_the_keys_and_stays_exact(
         conn.execute("CREATE TEMP TABLE few AS SELECT * FROM trip_clusters LIMIT 1500")
         conn.execute("CREATE TEMP TABLE all_keys AS SELECT * FROM trip_clusters")
         # a 1500-row job against the whole store: probing its keys is cheaper
-        assert conn.execute("SELECT rollup_join_plan('trip_clusters', 'few')").fetchone() == (
-            False,
-        ), stored
+        plan = "SELECT rollup_join_plan('trip_cluster_parts', %s)"
+        assert conn.execute(plan, ["few"]).fetchone() == (False,), stored
         probing = conn.execute("SHOW enable_indexscan").fetchone()
         # as many keys as the store holds: one pass over the store is cheaper
-        assert conn.execute("SELECT rollup_join_plan('trip_clusters', 'all_keys')").fetchone() == (
-            True,
-        )
+        assert conn.execute(plan, ["all_keys"]).fetchone() == (True,)
         scanning = conn.execute("SHOW enable_indexscan").fetchone()
         assert (probing, scanning) == (("on",), ("off",))
+
+
+def _clusters_file(path: Path, counts: dict[str, int]) -> Path:
+    """A CSV with `counts[c]` trips of each cluster c of "uvwxyz": its origin in cell
+    (1440 + "uvwxyz".index(c), 5000), its destination in cell (1450, 5010), Prague, 08:xx."""
+    lines = ["region,origin_coord,destination_coord,datetime,datasource"]
+    for name, n in counts.items():
+        i = "uvwxyz".index(name)
+        for k in range(n):
+            ox, oy = 14.405 + i * 0.01, 50.005 + k * 1e-6
+            lines.append(
+                f"Prague,POINT ({ox!r} {oy!r}),POINT (14.505 50.105),"
+                f"2018-05-28 08:{k % 60:02d}:00,funny_car"
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _sizes(db_url: str, top: int, known: int, admit: int) -> None:
+    """Smaller tops, known clusters and admissions per job than the defaults (025)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for name, n in (("top", top), ("known", known), ("admit", admit)):
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION trip_cluster_{name}_size() RETURNS integer "
+                f"LANGUAGE sql IMMUTABLE AS 'SELECT {int(n)}'"
+            )
+
+
+@pytest.mark.parametrize("own_partition", [False, True], ids=["partition-0", "own-partition"])
+@pytest.mark.parametrize("known,admit", [(3, 1), (2, 0), (50, 50)])
+def test_the_top_takes_a_stored_cluster_the_job_did_not_rank_first(
+    db_url: str, settings: Settings, tmp_path: Path, own_partition: bool, known: int, admit: int
+) -> None:
+    """A top of N = 2 (db/migrations/025): the second job gives cluster z only 3 trips, fewer
+    than its own first two (w 5, v 4), but z's 8 earlier trips make 11, the region's first;
+    then a third job whose top clusters grow more than z can, which stays out. Whatever the
+    known clusters and admissions per job."""
+    _sizes(db_url, 2, known, admit)
+    rows = 0 if own_partition else 1_000_000
+    s = settings.model_copy(update={"small_job_rows": rows, "rollup_partition_rows": rows})
+    jobs = [
+        {"x": 10, "y": 9, "z": 8},
+        {"w": 5, "v": 4, "z": 3},
+        {"x": 5, "y": 5, "z": 2, "u": 1},
+    ]
+    tops = []
+    for i, counts in enumerate(jobs):
+        job = ingest(db_url, s, _clusters_file(tmp_path / f"j{i}.csv", counts))
+        assert job["state"] == "succeeded", job["error"]
+        _assert_exact(db_url)
+        top = query(db_url, "SELECT ocx, trips FROM trip_cluster_top ORDER BY trips DESC, ocx")
+        tops.append([(r["ocx"] - 1440, r["trips"]) for r in top])
+    assert tops == [[(3, 10), (4, 9)], [(5, 11), (3, 10)], [(3, 15), (4, 14)]]
+    parts = query(db_url, "SELECT count(DISTINCT part) AS n FROM trip_cluster_parts")[0]["n"]
+    assert parts == (3 if own_partition else 1)
+
+
+def test_a_full_top_stays_exact_over_jobs_and_a_compaction(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Generated jobs, large and small, some repeating others' keys, against tops of 5 clusters
+    per region, 40 known and 10 admitted per job: the top and the summed totals stay exact;
+    compacting folds the partitions and changes no total."""
+    _sizes(db_url, 5, 40, 10)
+    small = settings.model_copy(update={"small_job_rows": 5000, "rollup_partition_rows": 5000})
+    for seed, rows in ((1, 20_000), (2, 3000), (1, 20_000), (3, 8000)):
+        p = tmp_path / f"t{seed}-{rows}.csv"
+        if not p.exists():
+            generate_file(p, rows, seed=seed)
+        job = ingest(db_url, small, p, force=True)
+        assert job["state"] == "succeeded", job["error"]
+        _assert_exact(db_url)
+    dup = """SELECT count(*) AS n FROM (SELECT 1 FROM trip_cluster_parts
+             GROUP BY region_id, ocx, ocy, dcx, dcy, bucket HAVING count(*) > 1) d"""
+    assert query(db_url, dup)[0]["n"] > 0  # keys stored by several jobs, not merged in place
+    bounds = query(db_url, "SELECT min(bound) AS lo, count(*) AS n FROM trip_cluster_bound")[0]
+    assert bounds["lo"] > 0 and bounds["n"] == 5  # every region has clusters that are not known
+    before = query(db_url, "SELECT count(*) AS n, sum(trips) AS t FROM trip_clusters")[0]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert clusters.partitions(conn) == 4
+        assert clusters.compact(conn) == 4
+        assert clusters.partitions(conn) == 1
+        assert clusters.compact(conn) == 0
+    assert query(db_url, "SELECT count(*) AS n, sum(trips) AS t FROM trip_clusters")[0] == before
+    assert query(db_url, dup)[0]["n"] == 0
+    _assert_exact(db_url)
+    # and the next jobs go on from the compacted store
+    job = ingest(db_url, small, tmp_path / "t2-3000.csv", force=True)
+    assert job["state"] == "succeeded", job["error"]
+    _assert_exact(db_url)
+
+
+def test_an_idle_worker_compacts_past_the_setting(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    s = settings.model_copy(
+        update={"small_job_rows": 0, "rollup_partition_rows": 0, "cluster_compact_parts": 2}
+    )
+    for i in range(3):
+        job = ingest(db_url, s, _clusters_file(tmp_path / f"j{i}.csv", {"x": i + 1, "y": 2}))
+        assert job["state"] == "succeeded", job["error"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert clusters.partitions(conn) == 4  # partition 0 and three jobs'
+        assert worker.compact_when_due(conn, s) == 4
+        assert worker.compact_when_due(conn, s) == 0
+        assert clusters.partitions(conn) == 1
+    _assert_exact(db_url)
+
+
+@pytest.mark.parametrize("own_partition", [False, True], ids=["partition-0", "own-partition"])
+def test_an_admitted_cluster_gets_its_stored_trips(
+    db_url: str, settings: Settings, tmp_path: Path, own_partition: bool
+) -> None:
+    """N = 1, one admission per job (025). Job 1 into the empty store: x (10) is admitted with
+    its job count, y (6), z (5), w (3) stay unknown under the bound 6. Job 2: y 5 more, v 1; y
+    is admitted, and its total is looked up: 11, the region's first, not 5."""
+    _sizes(db_url, 1, 2, 1)
+    rows = 0 if own_partition else 1_000_000
+    s = settings.model_copy(update={"small_job_rows": rows, "rollup_partition_rows": rows})
+    seen = []
+    for i, counts in enumerate(({"x": 10, "y": 6, "z": 5, "w": 3}, {"y": 5, "v": 1})):
+        job = ingest(db_url, s, _clusters_file(tmp_path / f"j{i}.csv", counts))
+        assert job["state"] == "succeeded", job["error"]
+        _assert_exact(db_url)
+        known = query(db_url, "SELECT ocx - 1440 AS c, trips FROM trip_cluster_known ORDER BY 1")
+        bound = query(db_url, "SELECT bound FROM trip_cluster_bound")
+        top = query(db_url, "SELECT ocx - 1440 AS c, trips FROM trip_cluster_top")
+        seen.append(([tuple(r.values()) for r in known], bound[0]["bound"], top[0]["c"]))
+    x, y = "uvwxyz".index("x"), "uvwxyz".index("y")
+    assert seen == [([(x, 10)], 6, x), ([(x, 10), (y, 11)], 7, y)]
