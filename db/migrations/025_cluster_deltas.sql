@@ -30,9 +30,9 @@
 --   * known clusters with at most the new B trips are let go;
 --   * the top is the first N known clusters, which holds while a region has N of them. When one
 --     has fewer (B caught up with its top), everything is counted again
---     (reset_trip_cluster_known, one streaming pass over the partitions): the clusters above a
---     quarter of the region's N-th count become the known ones (at most 100,000 per region),
---     and that quarter the new B. A compaction and a rebuild also count everything again.
+--     (reset_trip_cluster_known, one streaming pass over the partitions): the clusters above an
+--     eighth of the region's N-th count become the known ones (at most 100,000 per region),
+--     and that eighth (or the count of the first one left out) the new B. A compaction and a rebuild also count everything again.
 --
 -- A lighter rule was tried first and measured: with only the top known (B = its N-th count),
 -- an untouched cluster at the bottom of the top keeps the new N-th count at B, every cluster of
@@ -84,9 +84,9 @@ LANGUAGE sql IMMUTABLE AS 'SELECT 20000';
 -- A full count. Every cluster's total is summed over the partitions in one streaming pass: a
 -- merge of the partitions' primary keys, grouped as it goes, no hash table and no sort of the
 -- store (41 s for 50M rows at 130M trips, against 3.5 min hashed and sorted). Only totals above
--- a quarter of the region's current N-th count are kept: the top's clusters are among them
+-- an eighth of the region's current N-th count are kept: the top's clusters are among them
 -- (counts only grow), and they become the known ones, at most trip_cluster_known_size() per
--- region; the bound is that quarter, or the count of the first cluster left out.
+-- region; the bound is that eighth, or the count of the first cluster left out.
 CREATE FUNCTION reset_trip_cluster_known() RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -95,7 +95,7 @@ DECLARE
 BEGIN
     SET LOCAL work_mem = '1GB';
     CREATE TEMP TABLE reset_floor ON COMMIT DROP AS
-    SELECT region_id, CASE WHEN count(*) >= top_n THEN min(trips) / 4 ELSE 0 END AS lo
+    SELECT region_id, CASE WHEN count(*) >= top_n THEN min(trips) / 8 ELSE 0 END AS lo
     FROM trip_cluster_top GROUP BY region_id;
     SET LOCAL enable_hashagg = off;
     SET LOCAL enable_sort = off;

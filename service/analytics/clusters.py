@@ -5,7 +5,8 @@ by every ingestion: a view summing the partitions of `trip_cluster_parts`, where
 stores its own totals (db/migrations/025) until `compact` folds them. `trip_cluster_top` holds
 each region's first N clusters by (trips DESC, key) exactly (db/migrations/010, 025): a request
 is answered from it when that is provably the same answer (for each region in scope, the
-region's list is complete or has `limit` matches), otherwise from the full view.
+region's list is complete or has `limit` matches), else from the known clusters when no other
+can be in the answer (`_KNOWN_COVERAGE`), otherwise from the full view.
 
 Parameters: the cell and bucket in `trip_cluster_params` are the ones the stored clusters were
 built with; ingestions always use those. When TRIPS_CLUSTER_CELL / _BUCKET_MINUTES differ, an
@@ -55,6 +56,33 @@ _TOP_COVERAGE = sql.SQL("""
     LEFT JOIN (SELECT c.region_id, count(*) AS matches FROM trip_cluster_top c
                WHERE true {filters}
                GROUP BY c.region_id) m USING (region_id)""").format(filters=_FILTERS)
+
+
+# The known clusters (db/migrations/025) answer when no other cluster can be among the first
+# `limit` matches: every other cluster has at most its region's bound, so either min_trips is
+# above every bound in scope, or the known clusters have `limit` matches and the last of them
+# has more trips than every bound in scope.
+_KNOWN_COVERAGE = sql.SQL("""
+    SELECT (SELECT coalesce(max(bound), 0) FROM trip_cluster_bound
+            WHERE %(regions)s::int[] IS NULL OR region_id = ANY(%(regions)s::int[])),
+           (SELECT c.trips FROM trip_cluster_known c WHERE true {filters}
+            ORDER BY c.trips DESC OFFSET %(limit)s - 1 LIMIT 1)""").format(filters=_FILTERS)
+
+
+async def _answering_table(conn: AsyncConnection, p: dict[str, Any]) -> str:
+    """The smallest table that provably gives the whole answer: the top list, the known
+    clusters, or the view of every cluster."""
+    cur = await conn.execute(_TOP_COVERAGE, p)
+    coverage = await cur.fetchall()
+    if all(complete or matches >= p["limit"] for _, complete, matches in coverage):
+        return "trip_cluster_top"
+    cur = await conn.execute(_KNOWN_COVERAGE, p)
+    row = await cur.fetchone()
+    assert row is not None
+    bound, last = row
+    if p["min_trips"] > bound or (last is not None and last > bound):
+        return "trip_cluster_known"
+    return "trip_clusters"
 
 
 async def params(conn: AsyncConnection) -> tuple[float, int]:
@@ -111,10 +139,8 @@ async def clusters(
         "maxx": bbox.maxx if bbox else None,
         "maxy": bbox.maxy if bbox else None,
     }
-    cur = await conn.execute(_TOP_COVERAGE, p)
-    coverage = await cur.fetchall()
-    from_top = all(complete or matches >= p["limit"] for _, complete, matches in coverage)
-    table = "trip_cluster_top" if from_top else "trip_clusters"
+    table = await _answering_table(conn, p)
+    log.debug("clusters answered from %s", table)
     query = _SELECT.format(table=sql.Identifier(table), filters=_FILTERS)
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as c:
         await c.execute(query, p)

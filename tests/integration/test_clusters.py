@@ -43,6 +43,26 @@ def _spread(seed: int, n: int) -> list[Trip]:
 def loaded(
     settings: Settings, db_url: str, tmp_path: Path
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
+    yield from _load(settings, db_url, tmp_path)
+
+
+@pytest.fixture
+def loaded_few_known(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, list[Trip]]]:
+    """The same jobs with tops of 5 clusters, 30 known and 10 admitted per region (025)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for name, n in (("top", 5), ("known", 30), ("admit", 10)):
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION trip_cluster_{name}_size() RETURNS integer "
+                f"LANGUAGE sql IMMUTABLE AS 'SELECT {n}'"
+            )
+    yield from _load(settings, db_url, tmp_path)
+
+
+def _load(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, list[Trip]]]:
     first = make_trips(3, 1200) + _spread(4, 1500)
     second = make_trips(5, 600) + _spread(6, 600) + make_trips(3, 300)  # repeats: upserts
     big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
@@ -134,6 +154,32 @@ def test_clusters_equal_brute_force(loaded: tuple[TestClient, list[Trip]]) -> No
         1000,
     )
     _same(_got(client, min_trips=3, limit=5), _expected(trips, min_trips=3), 5)
+
+
+def test_clusters_from_the_known_ones_equal_brute_force(
+    loaded_few_known: tuple[TestClient, list[Trip]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, trips = loaded_few_known
+    caplog.set_level("DEBUG", logger="trips.analytics")
+    with psycopg.connect(client.app.state.settings.database_url) as conn:
+        bound = max(b for (b,) in conn.execute("SELECT bound FROM trip_cluster_bound"))
+    assert bound > 0, "some clusters are not known"
+    _same(_got(client, limit=5), _expected(trips), 5)  # the top
+    _same(_got(client, limit=12), _expected(trips), 12)  # the known clusters
+    above = bound + 1  # no cluster that is not known has so many trips
+    _same(_got(client, min_trips=above, limit=1000), _expected(trips, min_trips=above), 1000)
+    _same(_got(client, limit=1000), _expected(trips), 1000)  # every cluster: the view
+    box = (-73.5, 45.45, -73.3, 45.55)
+    _same(
+        _got(client, region="Montréal", bbox=",".join(map(str, box)), limit=3),
+        _expected(trips, region="Montréal", bbox=box),
+        3,
+    )
+    answered = {r.getMessage() for r in caplog.records if "answered from" in r.getMessage()}
+    assert answered == {
+        f"clusters answered from {t}"
+        for t in ("trip_cluster_top", "trip_cluster_known", "trip_clusters")
+    }
 
 
 def test_top_table_is_exact(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
