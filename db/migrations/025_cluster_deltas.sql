@@ -32,7 +32,8 @@
 --     has fewer (B caught up with its top), everything is counted again
 --     (reset_trip_cluster_known, one streaming pass over the partitions): the clusters above an
 --     eighth of the region's N-th count become the known ones (at most 100,000 per region),
---     and that eighth (or the count of the first one left out) the new B. A compaction and a rebuild also count everything again.
+--     and that eighth (or the count of the first one left out) the new B. A rebuild also
+--     counts everything again.
 --
 -- A lighter rule was tried first and measured: with only the top known (B = its N-th count),
 -- an untouched cluster at the bottom of the top keeps the new N-th count at B, every cluster of
@@ -116,7 +117,10 @@ BEGIN
                                        ORDER BY trips DESC, ocx, ocy, dcx, dcy, bucket) AS rn
         FROM reset_totals t) r
     WHERE rn <= greatest(m, top_n) + 1;
-    TRUNCATE trip_cluster_known, trip_cluster_top;
+    -- DELETE, not TRUNCATE: readers of the top keep reading the committed one meanwhile (a
+    -- TRUNCATE would lock them out until the job commits, its index builds included)
+    DELETE FROM trip_cluster_known;
+    DELETE FROM trip_cluster_top;
     DELETE FROM trip_cluster_bound;
     INSERT INTO trip_cluster_bound
     SELECT r.region_id,
@@ -375,7 +379,7 @@ $fn$;
 
 -- Every partition of trip_cluster_parts folded into a new partition 0, one row per cluster;
 -- returns the number of partitions folded (0 when there was one). The totals, and so
--- trip_cluster_top, do not change. The new partition is written beside the old ones (readers
+-- trip_cluster_top and the known clusters with their bound, do not change. The new partition is written beside the old ones (readers
 -- go on reading them); the swap at the end holds an exclusive lock on trip_cluster_parts for a
 -- moment.
 CREATE FUNCTION compact_trip_clusters() RETURNS integer
@@ -412,7 +416,6 @@ BEGIN
     ALTER INDEX trip_cluster_parts_compact_pkey RENAME TO trip_cluster_parts_p0_pkey;
     ALTER TABLE trip_cluster_parts ATTACH PARTITION trip_cluster_parts_p0 FOR VALUES IN (0);
     ANALYZE trip_cluster_parts_p0;
-    PERFORM reset_trip_cluster_known();  -- one partition to read: a fresh, lower bound
     RETURN parts;
 END
 $fn$;
