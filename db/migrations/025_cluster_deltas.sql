@@ -141,6 +141,21 @@ BEGIN
 END
 $fn$;
 
+-- What rollup_join_plan (018, 019) set for the rest of a merge's transaction, undone: the plan
+-- knobs back to the session's, and work_mem back to the merge's 256MB from a store-wide hash
+-- join's 1GB.
+CREATE FUNCTION rollup_join_reset() RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RESET enable_nestloop;
+    RESET enable_mergejoin;
+    RESET enable_indexscan;
+    RESET enable_indexonlyscan;
+    RESET enable_bitmapscan;
+    SET LOCAL work_mem = '256MB';
+END
+$fn$;
+
 -- The known clusters and the top after the job whose cluster totals are in p_job (its
 -- partition, attached, or a small job's staging table; stored already).
 CREATE FUNCTION merge_trip_cluster_top(p_job regclass) RETURNS void
@@ -206,12 +221,7 @@ BEGIN
     JOIN trip_cluster_parts c ON (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
                                = (k.region_id, k.ocx, k.ocy, k.dcx, k.dcy, k.bucket)
     GROUP BY c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket;
-    RESET enable_nestloop;
-    RESET enable_mergejoin;
-    RESET enable_indexscan;
-    RESET enable_indexonlyscan;
-    RESET enable_bitmapscan;
-    SET LOCAL work_mem = '256MB';  -- back from a store-wide hash join's 1GB (019)
+    PERFORM rollup_join_reset();
     INSERT INTO trip_cluster_bound AS b (region_id, bound)
     SELECT region_id, delta FROM job_delta
     ON CONFLICT (region_id) DO UPDATE SET bound = b.bound + EXCLUDED.bound;
@@ -277,12 +287,7 @@ BEGIN
     ANALYZE job_cells_seen;
     PERFORM rollup_store_new_keys('weekly_cell_trips', p_cells, 'job_cells_seen',
                                   '{side, cx, cy, week, region_id}', p_part);
-    RESET enable_nestloop;
-    RESET enable_mergejoin;
-    RESET enable_indexscan;
-    RESET enable_indexonlyscan;
-    RESET enable_bitmapscan;
-    SET LOCAL work_mem = '256MB';
+    PERFORM rollup_join_reset();
     DROP TABLE job_cells_seen;
 
     -- The clusters: stored as they are.

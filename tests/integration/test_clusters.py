@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from service.analytics.clusters import bucket_label
 from service.api.app import create_app
 from service.settings import Settings
-from tests.helpers import ingest
+from tests.helpers import cluster_sizes, ingest
 from tests.integration.analytics_data import Trip, brute_clusters, make_trips, write_csv
 
 
@@ -51,12 +51,7 @@ def loaded_few_known(
     settings: Settings, db_url: str, tmp_path: Path
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
     """The same jobs with tops of 5 clusters, 30 known and 10 admitted per region (025)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for name, n in (("top", 5), ("known", 30), ("admit", 10)):
-            conn.execute(
-                f"CREATE OR REPLACE FUNCTION trip_cluster_{name}_size() RETURNS integer "
-                f"LANGUAGE sql IMMUTABLE AS 'SELECT {n}'"
-            )
+    cluster_sizes(db_url, 5, 30, 10)
     yield from _load(settings, db_url, tmp_path)
 
 

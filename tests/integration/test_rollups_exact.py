@@ -4,6 +4,7 @@ when the grids change under a running job."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -13,7 +14,8 @@ from service.analytics import clusters
 from service.generate import generate_file
 from service.ingest import loader, rollups, worker
 from service.settings import Settings
-from tests.helpers import ingest, query
+from tests.helpers import cluster_sizes, ingest, query
+from tests.integration.analytics_data import Trip, write_csv
 
 # Every rollup recomputed from `trips` with the SQL definitions, and what is stored: the two
 # differences (both ways) are empty.
@@ -196,27 +198,20 @@ def test_a_small_job_into_a_large_store_probes_the_keys_and_stays_exact(
 def _clusters_file(path: Path, counts: dict[str, int]) -> Path:
     """A CSV with `counts[c]` trips of each cluster c of "uvwxyz": its origin in cell
     (1440 + "uvwxyz".index(c), 5000), its destination in cell (1450, 5010), Prague, 08:xx."""
-    lines = ["region,origin_coord,destination_coord,datetime,datasource"]
-    for name, n in counts.items():
-        i = "uvwxyz".index(name)
-        for k in range(n):
-            ox, oy = 14.405 + i * 0.01, 50.005 + k * 1e-6
-            lines.append(
-                f"Prague,POINT ({ox!r} {oy!r}),POINT (14.505 50.105),"
-                f"2018-05-28 08:{k % 60:02d}:00,funny_car"
-            )
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _sizes(db_url: str, top: int, known: int, admit: int) -> None:
-    """Smaller tops, known clusters and admissions per job than the defaults (025)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for name, n in (("top", top), ("known", known), ("admit", admit)):
-            conn.execute(
-                f"CREATE OR REPLACE FUNCTION trip_cluster_{name}_size() RETURNS integer "
-                f"LANGUAGE sql IMMUTABLE AS 'SELECT {int(n)}'"
-            )
+    trips = [
+        Trip(
+            "Prague",
+            14.405 + "uvwxyz".index(c) * 0.01,
+            50.005 + k * 1e-6,
+            14.505,
+            50.105,
+            datetime(2018, 5, 28, 8, k % 60),
+            "funny_car",
+        )  # fmt: skip
+        for c, n in counts.items()
+        for k in range(n)
+    ]
+    return write_csv(trips, path)
 
 
 @pytest.mark.parametrize("own_partition", [False, True], ids=["partition-0", "own-partition"])
@@ -228,7 +223,7 @@ def test_the_top_takes_a_stored_cluster_the_job_did_not_rank_first(
     than its own first two (w 5, v 4), but z's 8 earlier trips make 11, the region's first;
     then a third job whose top clusters grow more than z can, which stays out. Whatever the
     known clusters and admissions per job."""
-    _sizes(db_url, 2, known, admit)
+    cluster_sizes(db_url, 2, known, admit)
     rows = 0 if own_partition else 1_000_000
     s = settings.model_copy(update={"small_job_rows": rows, "rollup_partition_rows": rows})
     jobs = [
@@ -254,7 +249,7 @@ def test_a_full_top_stays_exact_over_jobs_and_a_compaction(
     """Generated jobs, large and small, some repeating others' keys, against tops of 5 clusters
     per region, 40 known and 10 admitted per job: the top and the summed totals stay exact;
     compacting folds the partitions and changes no total."""
-    _sizes(db_url, 5, 40, 10)
+    cluster_sizes(db_url, 5, 40, 10)
     small = settings.model_copy(update={"small_job_rows": 5000, "rollup_partition_rows": 5000})
     for seed, rows in ((1, 20_000), (2, 3000), (1, 20_000), (3, 8000)):
         p = tmp_path / f"t{seed}-{rows}.csv"
@@ -307,7 +302,7 @@ def test_an_admitted_cluster_gets_its_stored_trips(
     """N = 1, one admission per job (025). Job 1 into the empty store: x (10) is admitted with
     its job count, y (6), z (5), w (3) stay unknown under the bound 6. Job 2: y 5 more, v 1; y
     is admitted, and its total is looked up: 11, the region's first, not 5."""
-    _sizes(db_url, 1, 2, 1)
+    cluster_sizes(db_url, 1, 2, 1)
     rows = 0 if own_partition else 1_000_000
     s = settings.model_copy(update={"small_job_rows": rows, "rollup_partition_rows": rows})
     seen = []
