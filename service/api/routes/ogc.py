@@ -74,8 +74,10 @@ def wants_html(request: Request) -> bool:
 
 
 @router.get("/", response_model=None, summary="Landing page (JSON), or the map page (HTML)")
-async def landing(request: Request, f: str | None = Query(None, pattern="^(json|html)$")) -> Any:
+async def landing(request: Request, f: str | None = Query(None, description="json or html")) -> Any:
     """Links to the API definition, the conformance classes and the collections."""
+    if f is not None and f.lower() not in ("json", "html"):
+        raise BadRequest(f"f must be json or html, got {f!r}")
     if wants_html(request):
         return page.map_page()
     base = _base(request)
@@ -180,10 +182,12 @@ async def items(
     ),
     limit: str | None = Query(None, description=f"1 to {params.MAX_LIMIT}, default 10"),
     after: str | None = Query(None, description="keyset cursor (follow the `next` link)"),
-    f: str | None = Query(None, pattern="^(json|geojson)$"),
+    f: str | None = Query(None, description="json or geojson (the only encoding)"),
 ) -> GeoJSONResponse:
     """Features of a collection, filtered by bbox (and datetime for trips), by id."""
     _check_collection(collection_id)
+    if f is not None and f.lower() not in ("json", "geojson"):
+        raise BadRequest(f"f must be json or geojson, got {f!r}")
     unknown = set(request.query_params) - ITEM_PARAMS
     if unknown:
         raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
