@@ -73,8 +73,24 @@ def wants_html(request: Request) -> bool:
     return html > 0 and html >= json
 
 
-@router.get("/", response_model=None, summary="Landing page (JSON), or the map page (HTML)")
-async def landing(request: Request, f: str | None = Query(None, description="json or html")) -> Any:
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a malformed parameter; `detail` says which"},
+    404: {"description": "no such collection or feature"},
+}
+
+
+@router.get(
+    "/",
+    response_model=None,
+    summary="Landing page (JSON), or the map page (HTML)",
+    responses={200: {"content": {JSON: {}, "text/html": {}}}, 400: ERRORS[400]},
+)
+async def landing(
+    request: Request,
+    f: str | None = Query(
+        None, description="json or html", json_schema_extra={"enum": ["json", "html"]}
+    ),
+) -> Any:
     """Links to the API definition, the conformance classes and the collections."""
     if f is not None and f.lower() not in ("json", "html"):
         raise BadRequest(f"f must be json or html, got {f!r}")
@@ -159,7 +175,7 @@ async def collections(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/collections/{collection_id}", responses={404: {}})
+@router.get("/collections/{collection_id}", responses={404: ERRORS[404]})
 async def collection(request: Request, collection_id: str) -> dict[str, Any]:
     """One collection's description and extent."""
     _check_collection(collection_id)
@@ -169,7 +185,7 @@ async def collection(request: Request, collection_id: str) -> dict[str, Any]:
 @router.get(
     "/collections/{collection_id}/items",
     response_class=GeoJSONResponse,
-    responses={200: {"content": {GEOJSON: {}}}, 400: {}, 404: {}},
+    responses={200: {"content": {GEOJSON: {}}}, **ERRORS},
 )
 async def items(
     request: Request,
@@ -182,7 +198,11 @@ async def items(
     ),
     limit: str | None = Query(None, description=f"1 to {params.MAX_LIMIT}, default 10"),
     after: str | None = Query(None, description="keyset cursor (follow the `next` link)"),
-    f: str | None = Query(None, description="json or geojson (the only encoding)"),
+    f: str | None = Query(
+        None,
+        description="json or geojson (the one encoding)",
+        json_schema_extra={"enum": ["json", "geojson"]},
+    ),
 ) -> GeoJSONResponse:
     """Features of a collection, filtered by bbox (and datetime for trips), by id."""
     _check_collection(collection_id)
@@ -231,7 +251,7 @@ async def items(
 @router.get(
     "/collections/{collection_id}/items/{feature_id}",
     response_class=GeoJSONResponse,
-    responses={200: {"content": {GEOJSON: {}}}, 404: {}},
+    responses={200: {"content": {GEOJSON: {}}}, 404: ERRORS[404]},
 )
 async def item(request: Request, collection_id: str, feature_id: str) -> Response:
     """One feature by id (a trip's id; a cluster's region_ocx_ocy_dcx_dcy_bucket)."""

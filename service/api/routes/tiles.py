@@ -53,14 +53,20 @@ def _check(cid: str) -> None:
         raise NotFound(f"no collection {cid!r}; there are: {', '.join(COLLECTIONS)}")
 
 
-@router.get("/collections/{collection_id}/tiles", responses={404: {}})
+@router.get(
+    "/collections/{collection_id}/tiles",
+    responses={404: {"description": "no such collection or tile matrix set"}},
+)
 async def tilesets(request: Request, collection_id: str) -> dict[str, Any]:
     """The collection's tilesets (one: WebMercatorQuad, MVT)."""
     _check(collection_id)
     return {"tilesets": [_tileset(request, collection_id)]}
 
 
-@router.get("/collections/{collection_id}/tiles/{tms}", responses={404: {}})
+@router.get(
+    "/collections/{collection_id}/tiles/{tms}",
+    responses={404: {"description": "no such collection or tile matrix set"}},
+)
 async def tileset(request: Request, collection_id: str, tms: str) -> dict[str, Any]:
     """The collection's WebMercatorQuad tileset."""
     _check(collection_id)
@@ -79,7 +85,10 @@ async def tile_matrix_sets(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/tileMatrixSets/{tms}", responses={404: {}})
+@router.get(
+    "/tileMatrixSets/{tms}",
+    responses={404: {"description": "no such collection or tile matrix set"}},
+)
 async def tile_matrix_set(tms: str) -> dict[str, Any]:
     """WebMercatorQuad, by reference to its OGC definition (matrices 0 to MAX_ZOOM)."""
     if tms != TMS:
@@ -112,8 +121,8 @@ async def tile_matrix_set(tms: str) -> dict[str, Any]:
     responses={
         200: {"content": {MVT: {}}, "description": "the tile"},
         204: {"description": "nothing in this tile"},
-        400: {},
-        404: {},
+        400: {"description": "z, y or x malformed or outside the matrix"},
+        404: {"description": "no such collection or tile matrix set"},
     },
 )
 async def get_tile(

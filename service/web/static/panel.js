@@ -97,6 +97,7 @@
 
   handle.onArea = (a) => {
     area = a;
+    handle.area = a;
     return update();
   };
   handle.selectRegion = (name) => {
