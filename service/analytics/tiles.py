@@ -22,7 +22,7 @@ DETAIL_ZOOM = 13
 MAX_ZOOM = 24
 GRID = 64  # cells per tile side for the aggregated points
 MAX_TRIPS = 20_000
-MAX_CLUSTERS = 5_000
+MAX_CLUSTERS = 1_000
 EXTENT = 4096
 BUFFER = 64
 

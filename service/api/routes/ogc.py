@@ -196,7 +196,17 @@ async def items(
     datetime: str | None = Query(
         None, description="instant or interval (`start/end`, `..` open) on started_at (trips)"
     ),
-    limit: str | None = Query(None, description=f"1 to {params.MAX_LIMIT}, default 10"),
+    limit: str = Query(  # None: not given
+        None,
+        description=f"1 to {params.MAX_LIMIT} (larger values are capped)",
+        # parsed here (a malformed limit is a 400), documented as the integer it is
+        json_schema_extra={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": params.MAX_LIMIT,
+            "default": params.DEFAULT_LIMIT,
+        },
+    ),
     after: str | None = Query(None, description="keyset cursor (follow the `next` link)"),
     f: str | None = Query(
         None,

@@ -29,7 +29,7 @@
       paint: {
         "circle-color": "#1d6fd8",
         "circle-opacity": 0.6,
-        "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "trips"]], 1, 2, 30, 14],
+        "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "trips"]], 1, 2, 10, 6, 30, 14],
       },
     },
     {
@@ -38,7 +38,7 @@
       source: "trips",
       "source-layer": "trips",
       filter: ["==", ["geometry-type"], "LineString"],
-      paint: { "line-color": "#1d6fd8", "line-opacity": 0.45, "line-width": 1 },
+      paint: { "line-color": "#1d6fd8", "line-opacity": 0.35, "line-width": 1 },
     },
     {
       id: "clusters",
@@ -47,8 +47,8 @@
       "source-layer": "clusters",
       paint: {
         "line-color": "#e8590c",
-        "line-opacity": 0.8,
-        "line-width": ["interpolate", ["linear"], ["get", "trips"], 1, 1, 10, 3, 100, 8],
+        "line-opacity": ["interpolate", ["linear"], ["get", "trips"], 1, 0.15, 5, 0.5, 20, 0.9],
+        "line-width": ["interpolate", ["linear"], ["get", "trips"], 1, 0.5, 5, 1.5, 20, 3, 100, 8],
       },
     },
     {
