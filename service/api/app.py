@@ -67,10 +67,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     _configure_api_log(settings)
 
-    from service.api.routes import clusters, events, ingestions, ops, stats, trips, vehicles
+    from service.analytics.features import SummaryCache
+    from service.api.routes import (
+        clusters,
+        events,
+        ingestions,
+        ogc,
+        ops,
+        stats,
+        tiles,
+        trips,
+        vehicles,
+    )
+    from service.web import page
 
-    for module in (ops, ingestions, events, vehicles, stats, clusters, trips):
+    for module in (ops, ingestions, events, vehicles, stats, clusters, trips, ogc, tiles):
         app.include_router(module.router)
+    app.state.ogc_summary = SummaryCache()  # the trips' extents, per store version
+    page.install(app)
     return app
 
 
