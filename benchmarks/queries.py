@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from service.analytics import clusters, weekly
+from service.analytics import clusters, tiles, weekly
 from service.analytics.area import Area, BBox, Shape, parse_geometry
 
 Query = Callable[[psycopg.AsyncConnection], Awaitable[Any]]
@@ -106,6 +106,15 @@ async def _plain(conn: psycopg.AsyncConnection, area: Area, match: str) -> dict[
     q, params = plain_query(area, match)
     cur = await conn.execute(q, params)
     return {w.isoformat(): int(n) for w, n in await cur.fetchall()}
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    """The WebMercatorQuad tile (x, y) holding the point at zoom z."""
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    r = math.radians(lat)
+    y = int((1 - math.log(math.tan(r) + 1 / math.cos(r)) / math.pi) / 2 * n)
+    return min(max(x, 0), n - 1), min(max(y, 0), n - 1)
 
 
 def _polygons(rng: random.Random, ext: list[tuple], n: int) -> list[str]:
@@ -211,9 +220,24 @@ async def _run(url: str, seed: int, plain: bool = True) -> dict[str, Any]:
             await add("clusters", top)
             await add("clusters", top)
         await add("clusters", lambda c: clusters.clusters(c, regions=None, bbox=None, limit=100))
+        tile_bytes: dict[str, list[int]] = {}
+        for _name, x0, y0, x1, y1 in ext:  # the tiles around each region's centre, every zoom
+            for z in range(0, 17, 2):
+                for collection in ("trips", "clusters"):
+                    for dx, dy in ((0, 0), (1, 0), (0, 1)):
+                        x, y = _tile_of((x0 + x1) / 2, (y0 + y1) / 2, z)
+                        x, y = min(x + dx, 2**z - 1), min(y + dy, 2**z - 1)
+                        body, _ = await add(
+                            f"tile_{collection}_z{z:02d}",
+                            lambda c, k=collection, z=z, x=x, y=y: tiles.tile(c, k, z, x, y),
+                        )
+                        tile_bytes.setdefault(f"tile_{collection}_z{z:02d}", []).append(len(body))
         cur = await conn.execute("SELECT count(*) FROM trips")
         rows = (await cur.fetchone())[0]  # type: ignore[index]
     out: dict[str, Any] = {kind: _summary(s) for kind, s in samples.items()}
+    for kind, sizes in tile_bytes.items():
+        out[kind]["bytes_max"] = max(sizes)
+        out[kind]["bytes_median"] = statistics.median(sizes)
     for kind, s in baseline.items():
         out[kind]["plain"] = _summary(s)
         out[kind]["speedup_median"] = round(statistics.median(ratios[kind]), 2)

@@ -177,14 +177,32 @@ CREATE TABLE weekly_cell_trips (
 
 -- The cells and blocks that hold at least one trip end, with their envelopes (GiST): an area
 -- looks at these, not at every cell of its bounding box.
+-- `trips`: the trip ends in the cell over all weeks and regions (the map's low-zoom tiles).
 CREATE TABLE trip_cells (
-    side "char" NOT NULL CHECK (side IN ('o', 'd', 'O', 'D')),
-    cx   integer NOT NULL,
-    cy   integer NOT NULL,
-    env  geometry(Polygon, 4326) NOT NULL,
+    side  "char" NOT NULL CHECK (side IN ('o', 'd', 'O', 'D')),
+    cx    integer NOT NULL,
+    cy    integer NOT NULL,
+    env   geometry(Polygon, 4326) NOT NULL,
+    trips bigint NOT NULL,
     PRIMARY KEY (side, cx, cy)
 );
 CREATE INDEX trip_cells_env ON trip_cells USING gist (env);
+
+-- The store's extent, trips, time span and the largest extent of one trip (OGC API collections
+-- and the exact bbox of trip lines), kept by trip_rollups.
+CREATE TABLE trip_extent (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    trips     bigint NOT NULL DEFAULT 0,
+    minx      double precision,
+    miny      double precision,
+    maxx      double precision,
+    maxy      double precision,
+    spanx     double precision NOT NULL DEFAULT 0,
+    spany     double precision NOT NULL DEFAULT 0,
+    t0        timestamp without time zone,
+    t1        timestamp without time zone
+);
+INSERT INTO trip_extent DEFAULT VALUES;
 
 -- Similar trips (SPEC section 2): one row per (region, origin node, destination node, bucket),
 -- a node being where ST_SnapToGrid(point, cell) moves the point, named by its integer indexes.
@@ -291,14 +309,33 @@ BEGIN
     SELECT side, cx, cy, week, region_id, trips FROM job_cells ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (side, cx, cy, week, region_id) DO UPDATE SET trips = w.trips + EXCLUDED.trips;
 
-    INSERT INTO trip_cells (side, cx, cy, env)
-    SELECT DISTINCT side, cx, cy,
+    INSERT INTO trip_cells AS c (side, cx, cy, env, trips)
+    SELECT side, cx, cy,
            CASE WHEN side IN ('o', 'd')
                 THEN ST_MakeEnvelope(cx * g, cy * g, (cx + 1) * g, (cy + 1) * g, 4326)
                 ELSE ST_MakeEnvelope(cx * b * g, cy * b * g, (cx + 1) * b * g, (cy + 1) * b * g,
-                                     4326) END
-    FROM job_cells ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING;
+                                     4326) END,
+           sum(trips)
+    FROM job_cells GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (side, cx, cy) DO UPDATE SET trips = c.trips + EXCLUDED.trips;
+
+    EXECUTE format($q$
+        UPDATE trip_extent e SET trips = e.trips + j.n,
+            minx = least(e.minx, j.minx), miny = least(e.miny, j.miny),
+            maxx = greatest(e.maxx, j.maxx), maxy = greatest(e.maxy, j.maxy),
+            spanx = greatest(e.spanx, j.spanx), spany = greatest(e.spany, j.spany),
+            t0 = least(e.t0, j.t0), t1 = greatest(e.t1, j.t1)
+        FROM (SELECT count(*) AS n,
+                     min(least(ST_X(origin), ST_X(destination))) AS minx,
+                     min(least(ST_Y(origin), ST_Y(destination))) AS miny,
+                     max(greatest(ST_X(origin), ST_X(destination))) AS maxx,
+                     max(greatest(ST_Y(origin), ST_Y(destination))) AS maxy,
+                     max(abs(ST_X(origin) - ST_X(destination))) AS spanx,
+                     max(abs(ST_Y(origin) - ST_Y(destination))) AS spany,
+                     min(started_at) AS t0, max(started_at) AS t1
+              FROM %s) j
+        WHERE j.n > 0
+    $q$, src);
     DROP TABLE job_cells;
 
     INSERT INTO trip_clusters AS c

@@ -4,14 +4,13 @@ A feature meets a bbox when its geometry does (OGC): `ST_Intersects(line, box)`,
 also for a trip whose line crosses the box with both ends outside it. The ends' GiST index
 finds the candidates: a line that meets the box has its origin within the box widened by the
 line's own extent, so the box widened by the largest extent of any stored trip (the store's
-`span`, cached per store version, see `Summary`) holds every candidate's origin. Short trips
+`span`, kept by every ingestion in trip_extent) holds every candidate's origin. Short trips
 (a city's) keep that widened box small; one continent-long trip makes it large, and the answer
 is still exact, only slower.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,20 +34,9 @@ BOX = sql.SQL("""(CASE
     ELSE ST_SetSRID(ST_MakeLine(ST_MakePoint(%(minx)s, %(miny)s),
                                 ST_MakePoint(%(maxx)s, %(maxy)s)), 4326) END)""")
 
-# The store's version: the newest trip id and the finished jobs (a re-ingest adds both).
-VERSION = sql.SQL("""SELECT (SELECT max(id) FROM trips) AS max_id,
-    (SELECT count(*) FROM ingestion_jobs WHERE state = 'succeeded') AS jobs""")
-
+# The store's extent, kept by every ingestion (trip_extent, db/migrations/001_baseline.sql).
 SUMMARY = sql.SQL("""
-    SELECT count(*) AS n,
-           min(least(ST_X(origin), ST_X(destination))) AS minx,
-           min(least(ST_Y(origin), ST_Y(destination))) AS miny,
-           max(greatest(ST_X(origin), ST_X(destination))) AS maxx,
-           max(greatest(ST_Y(origin), ST_Y(destination))) AS maxy,
-           max(abs(ST_X(origin) - ST_X(destination))) AS spanx,
-           max(abs(ST_Y(origin) - ST_Y(destination))) AS spany,
-           min(started_at) AS t0, max(started_at) AS t1
-    FROM trips""")
+    SELECT trips AS n, minx, miny, maxx, maxy, spanx, spany, t0, t1 FROM trip_extent""")
 
 TRIPS = sql.SQL("""
     SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
@@ -77,9 +65,7 @@ TRIP = sql.SQL("""
     WHERE t.id = %(id)s""")
 
 # Clusters: the line from the mean origin to the mean destination (trip_clusters' `geom`).
-CLUSTER_LINE = sql.SQL("""ST_SetSRID(ST_MakeLine(
-    ST_MakePoint(c.sum_ox / c.trips, c.sum_oy / c.trips),
-    ST_MakePoint(c.sum_dx / c.trips, c.sum_dy / c.trips)), 4326)""")
+CLUSTER_LINE = sql.SQL("c.geom")
 
 CLUSTERS = sql.SQL("""
     SELECT c.region_id, r.name AS region, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips,
@@ -105,9 +91,8 @@ CLUSTERS_EXTENT = sql.SQL("""
 
 @dataclass
 class Summary:
-    """What one pass over the trips tells: extents and the longest extent of one trip."""
+    """The store's extents and the longest extent of one trip (trip_extent)."""
 
-    version: tuple[Any, ...]
     n: int
     bbox: tuple[float, float, float, float] | None
     span: tuple[float, float]
@@ -115,32 +100,20 @@ class Summary:
 
 
 class SummaryCache:
-    """The store's summary, recomputed (one scan) when the store's version changes."""
-
-    def __init__(self) -> None:
-        self.value: Summary | None = None
-        self.lock = asyncio.Lock()
+    """The store's summary: one row kept by every ingestion, read in the caller's snapshot."""
 
     async def get(self, conn: AsyncConnection) -> Summary:
-        version = tuple(await (await conn.execute(VERSION)).fetchone() or ())
-        if self.value is not None and self.value.version == version:
-            return self.value
-        async with self.lock:
-            if self.value is not None and self.value.version == version:
-                return self.value
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(SUMMARY)
-                r = await cur.fetchone()
-            assert r is not None
-            empty = not r["n"]
-            self.value = Summary(
-                version=version,
-                n=r["n"],
-                bbox=None if empty else (r["minx"], r["miny"], r["maxx"], r["maxy"]),
-                span=(0.0, 0.0) if empty else (r["spanx"], r["spany"]),
-                interval=None if empty else (r["t0"], r["t1"]),
-            )
-            return self.value
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(SUMMARY)
+            r = await cur.fetchone()
+        assert r is not None
+        empty = not r["n"]
+        return Summary(
+            n=r["n"],
+            bbox=None if empty else (r["minx"], r["miny"], r["maxx"], r["maxy"]),
+            span=(0.0, 0.0) if empty else (r["spanx"], r["spany"]),
+            interval=None if empty else (r["t0"], r["t1"]),
+        )
 
 
 def _box_params(box: Box) -> dict[str, float]:

@@ -5,7 +5,8 @@
 
 - trips, below DETAIL_ZOOM: one point per occupied cell of a 64 x 64 grid over the tile
   (`ST_SnapToGrid` at the tile's resolution), `trips` = the trips whose origin is in the cell,
-  counted from trip_clusters (each cluster at its mean origin), so a tile reads clusters, never
+  counted from the summary `trip_cells` (blocks of 0.1 degree below BLOCK_ZOOM, cells of 0.01
+  degree above, each at its centre), so a tile reads at most a few thousand summary rows, never
   millions of trips;
 - trips, from DETAIL_ZOOM: the trips themselves, lines origin → destination, those with an end
   in the tile (a line that crosses the tile with both ends outside is left out of that tile;
@@ -19,6 +20,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection, sql
 
 DETAIL_ZOOM = 13
+BLOCK_ZOOM = 9  # below: the summary's blocks; from here: its cells
 MAX_ZOOM = 24
 GRID = 64  # cells per tile side for the aggregated points
 MAX_TRIPS = 20_000
@@ -33,15 +35,11 @@ _ENV = sql.SQL("""env AS (
 
 TRIPS_CELLS = sql.SQL("""
     WITH {env},
-    pts AS (
-        SELECT ST_SetSRID(ST_MakePoint(c.sum_ox / c.trips, c.sum_oy / c.trips), 4326) AS g,
-               c.trips
-        FROM trip_clusters c
-    ),
     cells AS (
-        SELECT ST_SnapToGrid(ST_Transform(pts.g, 3857), %(cell)s) AS g, sum(pts.trips) AS trips
-        FROM pts, env
-        WHERE pts.g && env.ll
+        SELECT ST_SnapToGrid(ST_Transform(ST_Centroid(k.env), 3857), %(cell)s) AS g,
+               sum(k.trips) AS trips
+        FROM trip_cells k, env
+        WHERE k.side = %(side)s AND k.env && env.ll
         GROUP BY 1
     ),
     mvt AS (
@@ -69,23 +67,16 @@ TRIPS_LINES = sql.SQL("""
 
 CLUSTERS = sql.SQL("""
     WITH {env},
-    lines AS (
-        SELECT ST_SetSRID(ST_MakeLine(ST_MakePoint(c.sum_ox / c.trips, c.sum_oy / c.trips),
-                                      ST_MakePoint(c.sum_dx / c.trips, c.sum_dy / c.trips)),
-                          4326) AS g,
-               c.trips, r.name AS region
-        FROM trip_clusters c JOIN regions r ON r.id = c.region_id
-    ),
     hit AS (
-        SELECT lines.* FROM lines, env
-        WHERE lines.g && env.ll
-        ORDER BY lines.trips DESC
+        SELECT c.geom AS g, c.trips, c.region_id FROM trip_clusters c, env
+        WHERE c.geom && env.ll
+        ORDER BY c.trips DESC
         LIMIT {max_clusters}
     ),
     mvt AS (
         SELECT ST_AsMVTGeom(ST_Transform(hit.g, 3857), env.e, {extent}, {buffer}, true) AS geom,
-               hit.trips, hit.region
-        FROM hit, env
+               hit.trips, r.name AS region
+        FROM hit JOIN regions r ON r.id = hit.region_id, env
     )
     SELECT ST_AsMVT(mvt.*, 'clusters', {extent}, 'geom') FROM mvt WHERE geom IS NOT NULL""")
 
@@ -105,6 +96,7 @@ def _fmt(q: sql.SQL) -> sql.Composed:
 async def tile(conn: AsyncConnection, collection: str, z: int, x: int, y: int) -> bytes:
     """The tile's MVT bytes (empty when nothing is in it)."""
     p = {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT, "cell": WORLD / 2**z / GRID}
+    p["side"] = "O" if z < BLOCK_ZOOM else "o"
     if collection == "clusters":
         query = _fmt(CLUSTERS)
     elif z < DETAIL_ZOOM:

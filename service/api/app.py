@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (ops, ingestions, events, vehicles, stats, clusters, trips, ogc, tiles):
         app.include_router(module.router)
-    app.state.ogc_summary = SummaryCache()  # the trips' extents, per store version
+    app.state.ogc_summary = SummaryCache()  # the trips' extents (trip_extent)
     page.install(app)
     return app
 
