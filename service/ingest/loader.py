@@ -47,9 +47,9 @@ log = logging.getLogger("trips.ingest")
 ProgressFn = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 0.5
 WRITE_QUEUE = 8  # COPY chunks (512 KiB each) queued for the writer thread
-# Rows sorted together by the origin's summary block and cell before the COPY (about 40 MB of
+# Rows sorted together by the origin's summary block and cell before the COPY (about 20 MB of
 # arrays at most): the rows of one cell land on a few pages of the job's table.
-SORT_ROWS = 500_000
+SORT_ROWS = 250_000
 
 
 class Lookup:
