@@ -12,7 +12,7 @@
   in the tile (a line that crosses the tile with both ends outside is left out of that tile;
   at these zooms a city's trips end within a tile or its neighbours), at most MAX_TRIPS;
 - clusters: the clusters' lines (mean origin → mean destination) that meet the tile, most trips
-  first, at most MAX_CLUSTERS, with `trips`.
+  first, at most MAX_CLUSTERS, with `trips` (below TOP_ZOOM, among the store's busiest).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ TRIPS_LINES = sql.SQL("""
 CLUSTERS = sql.SQL("""
     WITH {env},
     hit AS (
-        SELECT c.geom AS g, c.trips, c.region_id FROM trip_clusters c, env
+        SELECT c.geom AS g, c.trips, c.region_id FROM {source} c, env
         WHERE c.geom && env.ll
         ORDER BY c.trips DESC
         LIMIT {max_clusters}
@@ -83,8 +83,18 @@ CLUSTERS = sql.SQL("""
 WORLD = 2 * 20037508.342789244  # Web Mercator's width in metres
 
 
-def _fmt(q: sql.SQL) -> sql.Composed:
+# Below TOP_ZOOM a tile covers most clusters: it takes the busiest among the store's first
+# TOP_CLUSTERS by trips (the index on trips DESC), instead of sorting every cluster it meets.
+TOP_ZOOM = 10
+TOP_CLUSTERS = 20_000
+_TOP = sql.SQL("(SELECT * FROM trip_clusters ORDER BY trips DESC LIMIT {})").format(
+    sql.Literal(TOP_CLUSTERS)
+)
+
+
+def _fmt(q: sql.SQL, source: sql.Composable = sql.SQL("trip_clusters")) -> sql.Composed:
     return q.format(
+        source=source,
         env=_ENV,
         extent=sql.Literal(EXTENT),
         buffer=sql.Literal(BUFFER),
@@ -98,7 +108,7 @@ async def tile(conn: AsyncConnection, collection: str, z: int, x: int, y: int) -
     p = {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT, "cell": WORLD / 2**z / GRID}
     p["side"] = "O" if z < BLOCK_ZOOM else "o"
     if collection == "clusters":
-        query = _fmt(CLUSTERS)
+        query = _fmt(CLUSTERS, _TOP if z < TOP_ZOOM else sql.SQL("trip_clusters"))
     elif z < DETAIL_ZOOM:
         query = _fmt(TRIPS_CELLS)
     else:
