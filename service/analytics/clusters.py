@@ -3,7 +3,8 @@
 `trip_clusters` is a table with one row per (region, origin node, destination node, time-of-day
 bucket), a node being where ST_SnapToGrid puts the point (trip_cluster_rows() in
 db/migrations/001_baseline.sql); every ingestion adds its trips in its own transaction. A
-region's first clusters by trips come from the index (region_id, trips DESC).
+region's first clusters by trips come from the index (region_id, trips DESC); the store's are
+the merge of each region's.
 
 Parameters: the cell and bucket in `trip_cluster_params` are the ones the stored clusters were
 built with; ingestions always use those. When TRIPS_CLUSTER_CELL / _BUCKET_MINUTES differ, an
@@ -27,17 +28,23 @@ if TYPE_CHECKING:  # shapely (behind area) costs a quarter second of start-up to
 log = logging.getLogger("trips.analytics")
 MAX_LIMIT = 1000
 
+# Each region's first `limit` matches through the index (region_id, trips DESC), then merged:
+# the store's top without an index of its own on trips.
 _SELECT = sql.SQL("""
     SELECT r.name AS region, c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips,
            c.sum_ox / c.trips AS ox, c.sum_oy / c.trips AS oy,
            c.sum_dx / c.trips AS dx, c.sum_dy / c.trips AS dy
-    FROM trip_clusters c JOIN regions r ON r.id = c.region_id
-    WHERE (%(regions)s::int[] IS NULL OR c.region_id = ANY(%(regions)s::int[]))
-      AND c.bucket BETWEEN %(b0)s AND %(b1)s
-      AND c.trips >= %(min_trips)s
-      AND (%(minx)s::float8 IS NULL OR (
-            c.sum_ox / c.trips BETWEEN %(minx)s AND %(maxx)s
-            AND c.sum_oy / c.trips BETWEEN %(miny)s AND %(maxy)s))
+    FROM regions r CROSS JOIN LATERAL (
+        SELECT * FROM trip_clusters c
+        WHERE c.region_id = r.id
+          AND c.bucket BETWEEN %(b0)s AND %(b1)s
+          AND c.trips >= %(min_trips)s
+          AND (%(minx)s::float8 IS NULL OR (
+                c.sum_ox / c.trips BETWEEN %(minx)s AND %(maxx)s
+                AND c.sum_oy / c.trips BETWEEN %(miny)s AND %(maxy)s))
+        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
+        LIMIT %(limit)s) c
+    WHERE %(regions)s::int[] IS NULL OR r.id = ANY(%(regions)s::int[])
     ORDER BY c.trips DESC, c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
     LIMIT %(limit)s""")
 

@@ -11,8 +11,9 @@
 - trips, from DETAIL_ZOOM: the trips themselves, lines origin → destination, those with an end
   in the tile (a line that crosses the tile with both ends outside is left out of that tile;
   at these zooms a city's trips end within a tile or its neighbours), at most MAX_TRIPS;
-- clusters: the clusters' lines (mean origin → mean destination) that meet the tile, most trips
-  first, at most MAX_CLUSTERS, with `trips` (below TOP_ZOOM, among the store's busiest).
+- clusters: the clusters' lines (mean origin → mean destination), most trips first, at most
+  MAX_CLUSTERS, with `trips`: below TOP_ZOOM the busiest of each region that meet the tile, from
+  TOP_ZOOM those whose origin node is in the tile (see `_IN_TILE`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ TRIPS_LINES = sql.SQL("""
 CLUSTERS = sql.SQL("""
     WITH {env},
     hit AS (
-        SELECT c.geom AS g, c.trips, c.region_id FROM {source} c, env
+        SELECT c.geom AS g, c.trips, c.region_id FROM ({source}) c, env
         WHERE c.geom && env.ll
         ORDER BY c.trips DESC
         LIMIT {max_clusters}
@@ -80,19 +81,31 @@ CLUSTERS = sql.SQL("""
     )
     SELECT ST_AsMVT(mvt.*, 'clusters', {extent}, 'geom') FROM mvt WHERE geom IS NOT NULL""")
 
+# Below TOP_ZOOM a tile covers most of a region: the busiest TOP_CLUSTERS of each region (the
+# index on region_id, trips DESC). From TOP_ZOOM: the clusters whose origin node lies in the tile
+# (widened by a node), through the key (region_id, ocx, ...), in the regions that meet the tile.
+TOP_ZOOM = 10
+TOP_CLUSTERS = 5_000
+_TOP = sql.SQL("""SELECT c.* FROM regions r0 CROSS JOIN LATERAL (
+        SELECT * FROM trip_clusters c WHERE c.region_id = r0.id
+        ORDER BY c.trips DESC LIMIT {}) c""").format(sql.Literal(TOP_CLUSTERS))
+_IN_TILE = sql.SQL("""SELECT c.* FROM trip_clusters c, trip_cluster_params p, env
+        WHERE c.region_id IN (
+                SELECT DISTINCT w.region_id FROM weekly_cell_trips w, trip_grid g
+                WHERE w.side = 'O'
+                  AND w.cx BETWEEN floor(ST_XMin(env.ll) / (g.cell * g.block))
+                               AND floor(ST_XMax(env.ll) / (g.cell * g.block))
+                  AND w.cy BETWEEN floor(ST_YMin(env.ll) / (g.cell * g.block))
+                               AND floor(ST_YMax(env.ll) / (g.cell * g.block)))
+          AND c.ocx BETWEEN round(ST_XMin(env.ll) / p.cell) - 1
+                        AND round(ST_XMax(env.ll) / p.cell) + 1
+          AND c.ocy BETWEEN round(ST_YMin(env.ll) / p.cell) - 1
+                        AND round(ST_YMax(env.ll) / p.cell) + 1""")
+
 WORLD = 2 * 20037508.342789244  # Web Mercator's width in metres
 
 
-# Below TOP_ZOOM a tile covers most clusters: it takes the busiest among the store's first
-# TOP_CLUSTERS by trips (the index on trips DESC), instead of sorting every cluster it meets.
-TOP_ZOOM = 10
-TOP_CLUSTERS = 20_000
-_TOP = sql.SQL("(SELECT * FROM trip_clusters ORDER BY trips DESC LIMIT {})").format(
-    sql.Literal(TOP_CLUSTERS)
-)
-
-
-def _fmt(q: sql.SQL, source: sql.Composable = sql.SQL("trip_clusters")) -> sql.Composed:
+def _fmt(q: sql.SQL, source: sql.Composable = _TOP) -> sql.Composed:
     return q.format(
         source=source,
         env=_ENV,
@@ -108,7 +121,7 @@ async def tile(conn: AsyncConnection, collection: str, z: int, x: int, y: int) -
     p = {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT, "cell": WORLD / 2**z / GRID}
     p["side"] = "O" if z < BLOCK_ZOOM else "o"
     if collection == "clusters":
-        query = _fmt(CLUSTERS, _TOP if z < TOP_ZOOM else sql.SQL("trip_clusters"))
+        query = _fmt(CLUSTERS, _TOP if z < TOP_ZOOM else _IN_TILE)
     elif z < DETAIL_ZOOM:
         query = _fmt(TRIPS_CELLS)
     else:
