@@ -173,7 +173,7 @@ CREATE TABLE weekly_cell_trips (
     region_id integer NOT NULL,
     trips     bigint NOT NULL,
     PRIMARY KEY (side, cx, cy, week, region_id)
-);
+) WITH (fillfactor = 70);  -- room for HOT updates: later jobs add to the same rows
 
 -- The cells and blocks that hold at least one trip end, with their envelopes (GiST): an area
 -- looks at these, not at every cell of its bounding box.
@@ -185,7 +185,7 @@ CREATE TABLE trip_cells (
     env   geometry(Polygon, 4326) NOT NULL,
     trips bigint NOT NULL,
     PRIMARY KEY (side, cx, cy)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX trip_cells_env ON trip_cells USING gist (env);
 
 -- The store's extent, trips, time span and the largest extent of one trip (OGC API collections
@@ -343,13 +343,26 @@ BEGIN
     $q$, src);
     DROP TABLE job_cells;
 
-    INSERT INTO trip_clusters AS c
+    -- The job's clusters: the stored ones updated in one join, the new ones inserted (a set-based
+    -- UPDATE took 12 s where INSERT … ON CONFLICT DO UPDATE took 20 s for 2M trips' clusters, all
+    -- stored already). The advisory lock keeps another job from inserting the same keys between.
+    CREATE TEMP TABLE job_clusters ON COMMIT DROP AS SELECT * FROM trip_cluster_rows(src, cc, bm);
+    ANALYZE job_clusters;
+    UPDATE trip_clusters c
+    SET trips = c.trips + j.trips,
+        sum_ox = c.sum_ox + j.sum_ox, sum_oy = c.sum_oy + j.sum_oy,
+        sum_dx = c.sum_dx + j.sum_dx, sum_dy = c.sum_dy + j.sum_dy
+    FROM job_clusters j
+    WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+        = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket);
+    INSERT INTO trip_clusters
         (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
-    SELECT * FROM trip_cluster_rows(src, cc, bm)
-    ON CONFLICT (region_id, ocx, ocy, dcx, dcy, bucket) DO UPDATE
-    SET trips = c.trips + EXCLUDED.trips,
-        sum_ox = c.sum_ox + EXCLUDED.sum_ox, sum_oy = c.sum_oy + EXCLUDED.sum_oy,
-        sum_dx = c.sum_dx + EXCLUDED.sum_dx, sum_dy = c.sum_dy + EXCLUDED.sum_dy;
+    SELECT * FROM job_clusters j
+    WHERE NOT EXISTS (SELECT 1 FROM trip_clusters c
+                      WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+                          = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket))
+    ORDER BY 1, 2, 3, 4, 5, 6;
+    DROP TABLE job_clusters;
 END
 $fn$;
 
