@@ -7,7 +7,7 @@ TRIPS := $(BIN)/trips
 ROWS ?= 1000000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean
+.PHONY: install citus run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml db/install-postgis.sh
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
+
+# Citus for `trips db up --workers N`; not part of install (the first source build takes a
+# minute or more; later runs reuse the build cached in /var/cache/trips). See docs/scaling.md.
+citus:
+	bash db/install-citus.sh
 
 db-up: install
 	@if [ -z "$$DATABASE_URL" ]; then $(TRIPS) db up >/dev/null; fi
