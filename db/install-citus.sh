@@ -133,8 +133,10 @@ if [ "$before" != "$after" ]; then
       cmd=(runuser -u "$owner" -- "/usr/lib/postgresql/$major/bin/pg_ctl" -D "$data"
         -l "$(dirname "$data")/server.log" -m fast -w restart)
     else
+      logopt=""
+      [[ "$data" == /var/tmp/trips-pg-* ]] && logopt=" -l $(dirname "$data")/server.log"
       log "NOT restarted (not this project's): pid $pid, data $data; restart it with"
-      echo "  runuser -u $owner -- /usr/lib/postgresql/$major/bin/pg_ctl -D $data -m fast -w restart" >&2
+      echo "  runuser -u $owner -- /usr/lib/postgresql/$major/bin/pg_ctl -D $data$logopt -m fast -w restart" >&2
       continue
     fi
     log "restarting pid $pid ($data): ${cmd[*]}"
