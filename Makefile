@@ -7,9 +7,22 @@ TRIPS := $(BIN)/trips
 ROWS ?= 1000000
 PYTEST_ARGS ?=
 
-.PHONY: install citus run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean
+.PHONY: install citus run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean \
+	web-assets browser-deps
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed web-assets browser-deps
+
+# The map page's MapLibre GL JS, pinned in service/web/package-lock.json (no CDN at run time).
+WEB_MODULES := service/web/node_modules/.package-lock.json
+web-assets: $(WEB_MODULES)
+$(WEB_MODULES): service/web/package-lock.json
+	@if command -v npm >/dev/null; then npm --prefix service/web ci --no-audit --no-fund --silent; \
+	else echo "npm is missing: the map page needs 'npm --prefix service/web ci' (node 18+)"; fi
+
+# Headless Chromium, chromedriver and GDAL's ogrinfo for tests/browser and the OAPIF test
+# (installed as root, else the command is printed and those tests are skipped).
+browser-deps:
+	@bash tests/browser/install-browser.sh || true
 
 $(VENV)/.installed: pyproject.toml db/install-postgis.sh
 	@if [ -z "$$DATABASE_URL" ]; then bash db/install-postgis.sh; fi

@@ -2,22 +2,17 @@
 store of 10M or 100M trips, or any other).
 
 The tests prove exactness on small generated data; this proves it on the data the benchmark
-measures, where the pair rollup, the box edges, the polygon probes and the fine cells meet
+measures, where the summary cells, the cut cells read from the raw points and the blocks meet
 real densities. It draws areas of every kind (boxes from 50 m to half a degree, boxes whose
 edges lie exactly on stored points and on rollup cell and pair block bounds, star polygons,
 polygons with a hole, MultiPolygons, polygons with a vertex on a stored point, regions and a
 region with a box), windows (the whole store, or from / to dates mid-week), and every match;
 answers each with `weekly.weekly_average`, and counts the same trips by brute force: one
 sequential scan of the trips per batch of areas, testing each trip's `origin` and `destination`
-geometry columns (not the ox / oy / dx / dy doubles the service reads) with ST_X / ST_Y
-comparisons for a box and ST_Covers for a polygon, as SPEC section 2 defines them. Every week
-of every answer must equal the count.
+with ST_X / ST_Y comparisons for a box and ST_Covers for a polygon, as SPEC section 2 defines
+them. Every week of every answer must equal the count.
 
     PYTHONPATH=. python -m benchmarks.oracle URL [--areas N] [--seed S] [--out FILE]
-        [--columns DIR]
-
-With `--columns DIR`, the service reads with the columnar copies under DIR (built first when
-missing), as `trips serve` does: the answers checked are then those of the copies' path.
 """
 
 from __future__ import annotations
@@ -30,18 +25,14 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.queries import star
-from benchmarks.run import build_columns
-from service.analytics import columns, weekly
+from service.analytics import weekly
 from service.analytics.area import BBox, parse_geometry
-from service.db.pool import spare_connection as pool_spare
 
 MATCHES = ("origin", "destination", "both", "either")
 BATCH = 8  # areas counted per sequential scan
@@ -99,7 +90,7 @@ def _cases(
     def box(kind: str) -> BBox:
         x, y = point()
         if kind in ("box", "box-big"):
-            low = 0.1 if kind == "box-big" else 0.0005  # box-big: mostly by the pair rollup
+            low = 0.1 if kind == "box-big" else 0.0005  # box-big: mostly summary blocks
             side = math.exp(rng.uniform(math.log(low), math.log(0.5)))
             return BBox(x - side * rng.random(), y - side * rng.random(), x + side, y + side)
         if kind == "box-on-points":  # edges exactly on stored coordinates
@@ -107,7 +98,7 @@ def _cases(
             near = [p for p in points if abs(p[0] - x) < side and abs(p[1] - y) < side]
             px, py = rng.choice(near)[:2] if near else (x + side, y + side)
             return BBox(min(x, px), min(y, py), max(x, px), max(y, py))
-        grid = rng.choice((0.01, 0.05))  # edges on rollup cell / pair block bounds
+        grid = rng.choice((0.01, 0.1))  # edges on summary cell / block bounds
         k0, k1 = math.floor(x / grid), math.floor(y / grid)
         w, h = rng.randint(1, 8), rng.randint(1, 8)
         return BBox(k0 * grid, k1 * grid, (k0 + w) * grid, (k1 + h) * grid)
@@ -125,8 +116,7 @@ def _cases(
             ]
             return json.dumps({"type": "Polygon", "coordinates": [ring, hole + [hole[0]]]})
         if kind == "multipolygon":
-            x2, y2 = point()
-            other = star(rng, x2 + 2 * radius, y2, radius / 2, inner=0.55)
+            other = star(rng, x + 2 * radius, y, radius / 2, inner=0.55)  # disjoint
             return json.dumps({"type": "MultiPolygon", "coordinates": [[ring], [other]]})
         return json.dumps({"type": "Polygon", "coordinates": [ring]})
 
@@ -224,17 +214,14 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
     rng = random.Random(seed)
     mismatches, checked, trips_counted = [], 0, 0
     by_kind: dict[str, int] = {}
-    by_pairs = 0  # boxes whose both / either come from the pair rollup
     t_start = time.perf_counter()
-    async with (
-        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-    ):
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute("SELECT coalesce(sum(trips), 0)::float8 FROM weekly_trips")
         stored = (await cur.fetchone())[0]  # type: ignore[index]
         share = min(100.0, 100.0 * 20_000 / max(stored, 1))  # ~20k sampled pages' trips
         cur = await conn.execute(
-            "SELECT t.ox, t.oy, t.dx, t.dy, r.name FROM trips t TABLESAMPLE SYSTEM (%s)"
+            "SELECT ST_X(t.origin), ST_Y(t.origin), ST_X(t.destination), ST_Y(t.destination),"
+            " r.name FROM trips t TABLESAMPLE SYSTEM (%s)"
             " REPEATABLE (%s) JOIN regions r ON r.id = t.region_id ORDER BY t.id LIMIT 5000",
             [share, seed],
         )
@@ -266,7 +253,6 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
                         start=case.start,
                         end=case.end,
                         match=m,
-                        spare=lambda: pool_spare(pool),
                     )
                 answers.append(per_match)
             # SPEC: the weeks of from and to, by default of the first and last trip stored
@@ -276,8 +262,6 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
                 batch, answers, truth, windows, strict=True
             ):
                 by_kind[case.kind] = by_kind.get(case.kind, 0) + 1
-                if isinstance(case.area, BBox) and weekly._both_pairs(case.area, {}) is not None:
-                    by_pairs += 1
                 for m in MATCHES:
                     answer = per_match[m]
                     got = {date.fromisoformat(s["week"]): s["trips"] for s in answer["series"]}
@@ -310,7 +294,6 @@ async def check(url: str, n: int, seed: int, kinds: list[str] = KINDS) -> dict[s
         "answers_checked": checked,
         "trips_counted": trips_counted,
         "areas_by_kind": by_kind,
-        "boxes_by_pair_rollup": by_pairs,
         "mismatches": mismatches,
         "seconds": round(time.perf_counter() - t_start, 1),
         "seed": seed,
@@ -323,7 +306,6 @@ def main() -> None:
     ap.add_argument("--areas", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out")
-    ap.add_argument("--columns", type=Path, help="read with the columnar copies under DIR")
     ap.add_argument(
         "--kinds",
         help="comma-separated kinds drawn in turn instead of the default mix: "
@@ -334,18 +316,7 @@ def main() -> None:
     unknown = set(kinds) - {*KINDS, "box-big"}
     if unknown:
         ap.error(f"unknown kinds: {', '.join(sorted(unknown))}")
-    copies = None
-    if args.columns is not None:
-        store, build = build_columns(args.url, args.columns)
-        columns.STORE = store
-        with psycopg.connect(args.url, autocommit=True) as conn:
-            ident = columns.read_identity(conn)
-        tables = len(ident.jobs) if ident is not None else 0
-        copies = {"dir": str(args.columns), "job_tables": tables, "built_now": build["tables"]}
-        if ident is None or store.copies(ident) is None:
-            ap.error("the copies are not complete: the reads would be PostgreSQL's alone")
     result = asyncio.run(check(args.url, args.areas, args.seed, kinds))
-    result["columns"] = copies
     text = json.dumps(result, indent=1, default=str)
     if args.out:
         with open(args.out, "w") as f:

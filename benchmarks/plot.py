@@ -61,7 +61,7 @@ def main() -> None:
     a1.grid(True, which="both", alpha=0.3)
     a1.legend()
     # the reads as served: with the columnar copies when the run measured them
-    served = [r.get("queries_columns") or r.get("queries") or {} for r in runs]
+    served = [r.get("queries") or {} for r in runs]
     kinds = list(KINDS) + sorted({k for q in served for k in q if k not in KINDS and k[0] != "_"})
     for kind in kinds:
         ys = [(q.get(kind) or {}).get("p95_ms") for q in served]

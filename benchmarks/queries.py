@@ -1,9 +1,13 @@
-"""Latency of the analytics queries on a loaded store: p50/p95 per kind, warm and cold-ish.
+"""Latency of the analytics queries on a loaded store, against the plain PostGIS query.
 
 Kinds: region, bbox_origin, bbox_destination, bbox_both, bbox_either (30+ random boxes from
 ~100 m to a whole city), polygon (5 polygons, origin and destination), polygon_both,
-polygon_either, clusters (top 100 per region). "Cold-ish" = the first run of a query on a fresh
-connection after DISCARD ALL (no plan or catalog caches; the server's buffer cache stays warm).
+polygon_either, clusters (top 100 per region). Each area is answered twice on the same store:
+by the service (`trips_weekly`, through service/analytics/weekly.py) and by the plain query
+(`count(*)` per week of the trips whose end the area covers, ST_Covers through GiST, or
+coordinate comparisons for a box); the two answers must be equal. Times are the second (warm)
+run of each on one connection; "cold-ish" is the first run on a fresh connection after
+DISCARD ALL (the server's buffer cache stays warm).
 
     python -m benchmarks.queries --database-url URL --out benchmarks/results/queries.json
 """
@@ -17,17 +21,15 @@ import math
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg import sql
 
 from service.analytics import clusters, weekly
-from service.analytics.area import BBox, parse_geometry
-from service.db.pool import spare_connection as pool_spare
+from service.analytics.area import Area, BBox, Shape, parse_geometry
 
 Query = Callable[[psycopg.AsyncConnection], Awaitable[Any]]
 
@@ -41,7 +43,7 @@ async def _extents(conn: psycopg.AsyncConnection) -> list[tuple[str, float, floa
     """Each region's extent of origins (from the rollup), in degrees."""
     cur = await conn.execute("""
         SELECT r.name, min(w.cx), min(w.cy), max(w.cx) + 1, max(w.cy) + 1, g.cell
-        FROM weekly_cell_trips w JOIN regions r ON r.id = w.region_id CROSS JOIN rollup_grid g
+        FROM weekly_cell_trips w JOIN regions r ON r.id = w.region_id CROSS JOIN trip_grid g
         WHERE w.side = 'o' GROUP BY r.name, g.cell ORDER BY r.name""")
     return [(n, x0 * g, y0 * g, x1 * g, y1 * g) for n, x0, y0, x1, y1, g in await cur.fetchall()]
 
@@ -70,15 +72,40 @@ def areas(rng: random.Random, ext: list[tuple]) -> tuple[list[BBox], list[str]]:
     return _boxes(rng, ext, max(30, 6 * len(ext))), _polygons(rng, ext, 5)
 
 
-@asynccontextmanager
-async def served(url: str) -> AsyncIterator[tuple[psycopg.AsyncConnection, weekly.Spare]]:
-    """A connection, and spare connections as the API gives them: from a pool of one, for the
-    parts of a big area (weekly.run_parts)."""
-    async with (
-        AsyncConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-    ):
-        yield conn, lambda: pool_spare(pool)
+# The plain PostGIS query: what a PostGIS user writes without summary tables (the baseline).
+_PLAIN_END = {
+    "box": "(t.{c} && {a} AND ST_X(t.{c}) BETWEEN ST_XMin({a}) AND ST_XMax({a})"
+    " AND ST_Y(t.{c}) BETWEEN ST_YMin({a}) AND ST_YMax({a}))",
+    "shape": "ST_Covers({a}, t.{c})",
+}
+_PLAIN_MATCH = {
+    "origin": "{o}",
+    "destination": "{d}",
+    "both": "({o} AND {d})",
+    "either": "({o} OR {d})",
+}
+
+
+def plain_query(area: Area, match: str) -> tuple[sql.Composable, dict[str, Any]]:
+    """count(*) per week of the whole store's window, zeros left out."""
+    params: dict[str, Any] = {}
+    kind = "box" if isinstance(area, BBox) else "shape"
+    a = "(SELECT g FROM area)"
+    o = _PLAIN_END[kind].format(c="origin", a=a)
+    d = _PLAIN_END[kind].format(c="destination", a=a)
+    test = sql.SQL(_PLAIN_MATCH[match].format(o=o, d=d))  # constant text: no values in it
+    q = sql.SQL(
+        "WITH area AS MATERIALIZED (SELECT {area} AS g) "
+        "SELECT date_trunc('week', t.started_at)::date AS week, count(*) AS trips "
+        "FROM trips t WHERE {test} GROUP BY 1 ORDER BY 1"
+    ).format(area=weekly.area_sql(area, params), test=test)
+    return q, params
+
+
+async def _plain(conn: psycopg.AsyncConnection, area: Area, match: str) -> dict[str, int]:
+    q, params = plain_query(area, match)
+    cur = await conn.execute(q, params)
+    return {w.isoformat(): int(n) for w, n in await cur.fetchall()}
 
 
 def _polygons(rng: random.Random, ext: list[tuple], n: int) -> list[str]:
@@ -103,56 +130,78 @@ def star(
     return ring + [ring[0]]
 
 
-async def _time(url: str, conn: psycopg.AsyncConnection, q: Query) -> tuple[float, float]:
-    """(cold-ish ms on a fresh connection, warm ms on the shared one)."""
+async def _time(url: str, conn: psycopg.AsyncConnection, q: Query) -> tuple[float, float, Any]:
+    """(cold-ish ms on a fresh connection, warm ms on the shared one, the answer)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as fresh:
         await fresh.execute("DISCARD ALL")
         t = time.perf_counter()
         await q(fresh)
         cold = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    await q(conn)
-    return cold, (time.perf_counter() - t) * 1000
+    answer = await q(conn)
+    return cold, (time.perf_counter() - t) * 1000, answer
 
 
-async def _run(url: str, seed: int, spare_connection: bool = True) -> dict[str, Any]:
+def _summary(s: list[tuple[float, float]]) -> dict[str, Any]:
+    warm, cold = [w for _, w in s], [c for c, _ in s]
+    return {
+        "n": len(s),
+        "p50_ms": round(statistics.median(warm), 2),
+        "p95_ms": round(_pct(warm, 0.95), 2),
+        "max_ms": round(max(warm), 2),
+        "cold_p50_ms": round(statistics.median(cold), 2),
+        "cold_p95_ms": round(_pct(cold, 0.95), 2),
+    }
+
+
+async def _run(url: str, seed: int, plain: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     samples: dict[str, list[tuple[float, float]]] = {}
-    async with served(url) as (conn, pooled):
-        spare = pooled if spare_connection else None
+    baseline: dict[str, list[tuple[float, float]]] = {}
+    ratios: dict[str, list[float]] = {}
+    mismatches: list[dict[str, Any]] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         ext = await _extents(conn)
         if not ext:
             return {"error": "no trips stored"}
 
-        async def add(kind: str, q: Query) -> None:
-            samples.setdefault(kind, []).append(await _time(url, conn, q))
+        async def add(kind: str, q: Query) -> Any:
+            cold, warm, answer = await _time(url, conn, q)
+            samples.setdefault(kind, []).append((cold, warm))
+            return answer, warm
+
+        async def area(kind: str, a: Area, match: str) -> None:
+            answer, ms = await add(
+                kind,
+                lambda c: weekly.weekly_average(
+                    c, region=None, area=a, start=None, end=None, match=match
+                ),
+            )
+            if not plain:
+                return
+            cold, warm, truth = await _time(url, conn, lambda c: _plain(c, a, match))
+            baseline.setdefault(kind, []).append((cold, warm))
+            ratios.setdefault(kind, []).append(warm / max(ms, 1e-3))
+            got = {s["week"]: s["trips"] for s in answer["series"] if s["trips"]}
+            if got != truth:
+                mismatches.append({"kind": kind, "match": match, "area": repr(a)})
 
         for name, *_ in ext:
             await add(
                 "region",
                 lambda c, n=name: weekly.weekly_average(
-                    c, region=n, area=None, start=None, end=None, match="origin", spare=spare
+                    c, region=n, area=None, start=None, end=None, match="origin"
                 ),
             )
         boxes, polygons = areas(rng, ext)
         for box in boxes:
             for match in ("origin", "destination", "both", "either"):
-                await add(
-                    f"bbox_{match}",
-                    lambda c, b=box, m=match: weekly.weekly_average(
-                        c, region=None, area=b, start=None, end=None, match=m, spare=spare
-                    ),
-                )
+                await area(f"bbox_{match}", box, match)
         for text in polygons:
-            shape = parse_geometry(text)
+            shape: Shape = parse_geometry(text)
             for match in ("origin", "destination", "both", "either"):
                 kind = "polygon" if match in ("origin", "destination") else f"polygon_{match}"
-                await add(
-                    kind,
-                    lambda c, s=shape, m=match: weekly.weekly_average(
-                        c, region=None, area=s, start=None, end=None, match=m, spare=spare
-                    ),
-                )
+                await area(kind, shape, match)
         for name, *_ in ext:
 
             async def top(c: psycopg.AsyncConnection, n: str = name) -> Any:
@@ -164,32 +213,29 @@ async def _run(url: str, seed: int, spare_connection: bool = True) -> dict[str, 
         await add("clusters", lambda c: clusters.clusters(c, regions=None, bbox=None, limit=100))
         cur = await conn.execute("SELECT count(*) FROM trips")
         rows = (await cur.fetchone())[0]  # type: ignore[index]
-    out: dict[str, Any] = {}
-    for kind, s in samples.items():
-        warm, cold = [w for _, w in s], [c for c, _ in s]
-        out[kind] = {
-            "n": len(s),
-            "p50_ms": round(statistics.median(warm), 2),
-            "p95_ms": round(_pct(warm, 0.95), 2),
-            "max_ms": round(max(warm), 2),
-            "cold_p50_ms": round(statistics.median(cold), 2),
-            "cold_p95_ms": round(_pct(cold, 0.95), 2),
-        }
+    out: dict[str, Any] = {kind: _summary(s) for kind, s in samples.items()}
+    for kind, s in baseline.items():
+        out[kind]["plain"] = _summary(s)
+        out[kind]["speedup_median"] = round(statistics.median(ratios[kind]), 2)
+        slow = [r for r, (_, w) in zip(ratios[kind], s, strict=True) if w >= 100]
+        out[kind]["speedup_median_where_plain_ge_100ms"] = (
+            round(statistics.median(slow), 2) if slow else None
+        )
     out["_meta"] = {
         "rows": rows,
         "seed": seed,
         "regions": [e[0] for e in ext],
-        "spare_connection": spare_connection,
-        "note": "warm = second run on a pooled connection; cold = first run on a "
-        "fresh connection after DISCARD ALL; a second pooled connection for big areas' parts "
-        "when spare_connection",
+        "mismatches": mismatches,
+        "note": "warm = second run on one connection; cold = first run on a fresh connection "
+        "after DISCARD ALL; plain = count(*) per week with ST_Covers / coordinates through GiST "
+        "on the same store; speedup = plain warm ms / service warm ms, per area",
     }
     return out
 
 
-def run_query_benchmark(database_url: str, seed: int = 0, spare_connection: bool = True) -> dict:
+def run_query_benchmark(database_url: str, seed: int = 0, plain: bool = True) -> dict:
     """p50/p95 ms per query kind (see the module docstring) on the store at `database_url`."""
-    return asyncio.run(_run(database_url, seed, spare_connection))
+    return asyncio.run(_run(database_url, seed, plain))
 
 
 def main() -> None:
@@ -199,13 +245,9 @@ def main() -> None:
     ap.add_argument("--database-url", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
-    ap.add_argument(
-        "--one-connection",
-        action="store_true",
-        help="no second connection for the parts of big areas (the baseline of run_parts)",
-    )
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain PostGIS baseline")
     args = ap.parse_args()
-    result = run_query_benchmark(args.database_url, args.seed, not args.one_connection)
+    result = run_query_benchmark(args.database_url, args.seed, not args.no_plain)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,8 @@ Generated files live in $TRIPS_BENCH_DATA (default /var/tmp/trips-bench), never 
 The rows are split into K files (default: 2, or one per 10M rows): the first K-1 are ingested
 by `trips ingest` (one process per file, under /usr/bin/time -v for the peak RSS), the last by
 the worker of a `trips serve` started for the run (POST /ingestions, then its SSE event stream
-until the job ends). Then the query benchmark on PostgreSQL alone (`queries`: the trips are
-queryable, every index built), the columnar copies of the job tables built (timed, as `trips
-serve` builds them after each job; service/analytics/columns.py) under $TRIPS_BENCH_DATA/columns,
-and the query benchmark again with them (`queries_columns`). Writes
+until the job ends). Then the query benchmark (benchmarks/queries.py: every kind of area by the
+service and by the plain PostGIS query on the same store, answers compared). Writes
 benchmarks/results/<date>-<rows>.json and a .md beside it.
 """
 
@@ -83,9 +81,7 @@ def api_ingest(url: str, path: Path, timeout: float = 7200) -> dict[str, Any]:
     """Ingest one file through `trips serve`'s worker: POST /ingestions, follow its events."""
     inbox = Path(tempfile.mkdtemp(prefix="trips-bench-inbox-", dir=str(common.DATA_DIR)))
     port = _free_port()
-    # the run builds the columnar copies itself, after the ingest (build_columns), timed apart
     env = {**os.environ, "DATABASE_URL": url, "TRIPS_DATA_DIR": str(inbox)}
-    env["TRIPS_COLUMNS_BUILD"] = "false"
     log = open(common.DATA_DIR / "bench-serve.log", "ab")  # noqa: SIM115
     server = subprocess.Popen(
         [common.TRIPS, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -152,8 +148,8 @@ UNION ALL SELECT 'partitions', count(*)::bigint FROM parts
 UNION ALL SELECT 'rollups:' || label,
     coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(r::regclass)),
              pg_total_relation_size(r::regclass))::bigint
-    FROM unnest(ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_cluster_parts'],
-                ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_clusters']) u(r, label)
+    FROM unnest(ARRAY['weekly_trips', 'weekly_cell_trips', 'trip_cells', 'trip_clusters'])
+         AS u(r), LATERAL (SELECT r AS label) l
 UNION ALL SELECT 'database', pg_database_size(current_database())
 """
 
@@ -192,51 +188,10 @@ def machine(url: str) -> dict[str, Any]:
     }
 
 
-def query_benchmark(url: str, seed: int, copies: Any = None) -> dict[str, Any] | None:
-    """The query benchmark, with the columnar copies of `copies` (a columns.Store) or on
-    PostgreSQL alone (None)."""
-    try:
-        from benchmarks.queries import run_query_benchmark  # the analytics side writes it
-        from service.analytics import columns
-    except ImportError as e:
-        print(f"queries: skipped ({e})", flush=True)
-        return None
-    columns.STORE = copies
-    try:
-        return run_query_benchmark(url, seed)  # type: ignore[no-any-return]
-    finally:
-        columns.STORE = None
+def query_benchmark(url: str, seed: int) -> dict[str, Any]:
+    from benchmarks.queries import run_query_benchmark
 
-
-COLUMNS_DIR = common.DATA_DIR / "columns"
-
-
-def build_columns(url: str, root: Path = COLUMNS_DIR) -> tuple[Any, dict[str, Any]]:
-    """The columnar copies of the store's job tables under `root`, built one after another (as
-    `trips serve` does after each job): the store and the build's figures."""
-    from service.analytics import columns
-
-    store = columns.Store(root)
-    t = time.monotonic()
-    built = columns.build_missing(url, store)
-    seconds = time.monotonic() - t
-    with psycopg.connect(url) as conn:
-        ident = columns.read_identity(conn)
-    here = root / ident.store if ident else root
-    size = sum(f.stat().st_size for f in here.rglob("*") if f.is_file())
-    print(f"columnar copies: {len(built)} tables in {seconds:.1f} s, {size / 2**30:.2f} GiB")
-    info = {"tables": len(built), "seconds": round(seconds, 2), "bytes": size}
-    info["built"] = [{k: m[k] for k in ("table", "rows", "seconds")} for m in built]
-    return store, info
-
-
-def drop_columns(url: str) -> None:
-    from service.analytics import columns
-
-    with psycopg.connect(url) as conn:
-        ident = columns.read_identity(conn)
-    if ident is not None:
-        shutil.rmtree(COLUMNS_DIR / ident.store, ignore_errors=True)
+    return run_query_benchmark(url, seed)  # type: ignore[no-any-return]
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
@@ -271,28 +226,22 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     )
     for k, v in r["store"]["bytes_per_row"].items():
         lines.append(f"| {k} | {v} B/row |")
-    c = r.get("columns")
-    if c:
-        lines += [
-            f"| columnar copies: build after the ingest | {c['seconds']:.1f} s, "
-            f"{c['bytes'] / 2**30:.2f} GiB ({c['bytes'] / r['rows']:.0f} B/row) |",
-            f"| ingest and copies / raw COPY | {c['ingest_and_copies_vs_raw_copy']:.3f} |",
-        ]
-    with_copies = r.get("queries_columns") or {}
     lines += [
         "",
-        "| query kind | p50 ms | p95 ms | with the copies: p50 ms | p95 ms |",
-        "| --- | --- | --- | --- | --- |",
+        "| query kind | p50 ms | p95 ms | plain PostGIS p50 ms | p95 ms | speedup (median) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for kind, q in (r.get("queries") or {}).items():
         if isinstance(q, dict) and "p95_ms" in q:
-            w = with_copies.get(kind) or {}
-            tail = f"{w['p50_ms']:.1f} | {w['p95_ms']:.1f}" if "p95_ms" in w else " | "
+            p = q.get("plain") or {}
+            plain = f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f}" if p else " | "
+            ratio = q.get("speedup_median")
             lines.append(
-                f"| {kind} | {q.get('p50_ms', float('nan')):.1f} | {q['p95_ms']:.1f} | {tail} |"
+                f"| {kind} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {plain} | "
+                f"{'' if ratio is None else f'{ratio:.1f}x'} |"
             )
     if not r.get("queries"):
-        lines.append("| (query benchmark not available in this run) | | | | |")
+        lines.append("| (query benchmark not available in this run) | | | | | |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -313,13 +262,10 @@ def main() -> None:
         "results/<date>-queries-<rows>-seed<seed>-rerun.json (the run's own file stays)",
     )
     ap.add_argument("--no-api", action="store_true", help="ingest every file with trips ingest")
-    ap.add_argument(
-        "--no-columns", action="store_true", help="no columnar copies, no second query pass"
-    )
     args = ap.parse_args()
     rows = args.rows
     if args.queries_only:
-        rerun_queries(rows, args.seed, not args.no_columns)
+        rerun_queries(rows, args.seed)
         return
     k = args.files or max(2, rows // 10_000_000)
     at = datetime.now(UTC)
@@ -386,13 +332,6 @@ def main() -> None:
     store = store_sizes(url, rows)
     print(f"store {store['bytes']['database'] / 2**30:.2f} GiB", flush=True)
     queries = query_benchmark(url, args.seed)
-    columns_info, queries_columns = None, None
-    if not args.no_columns:
-        copies, columns_info = build_columns(url)
-        columns_info["ingest_and_copies_vs_raw_copy"] = round(
-            rows / (ingest_s + columns_info["seconds"]) / (rows / copy_s), 4
-        )
-        queries_columns = query_benchmark(url, args.seed, copies)
 
     ingest_rate = rows / ingest_s
     copy_rate = rows / copy_s
@@ -420,8 +359,7 @@ def main() -> None:
         "db_bytes": store["bytes"]["database"],
         "store": store,
         "queries": queries,
-        "columns": columns_info,
-        "queries_columns": queries_columns,
+        "code": _code(),
         "machine": machine(url),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -430,14 +368,13 @@ def main() -> None:
     write_markdown(result, out.with_suffix(".md"))
     print(f"ingest/raw COPY = {result['ingest_vs_raw_copy']:.3f}; wrote {out}", flush=True)
     if not (args.keep or args.keep_db):
-        drop_columns(url)
         common.drop_database(db)
     if not args.keep:
         for f in files:
             f.unlink(missing_ok=True)
 
 
-def rerun_queries(rows: int, seed: int, columns: bool = True) -> None:
+def rerun_queries(rows: int, seed: int) -> None:
     """The query benchmark again on the kept bench_<rows> store, into a file of its own beside
     the run that built the store (which stays as it was measured)."""
     run = sorted(
@@ -456,9 +393,6 @@ def rerun_queries(rows: int, seed: int, columns: bool = True) -> None:
         "queries_at": at.isoformat(timespec="seconds"),
         "queries": query_benchmark(url, seed),
     }
-    if columns:
-        copies, result["columns"] = build_columns(url)
-        result["queries_columns"] = query_benchmark(url, seed, copies)
     out = RESULTS / f"{at:%Y-%m-%dT%H%M}-queries-{rows}-seed{seed}-rerun.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out}", flush=True)

@@ -83,9 +83,13 @@ def db_url() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the SQL migrations in db/migrations (idempotent)."""
-    from service.db.migrate import migrate
+    from service.db.migrate import OldHistory, migrate
 
-    applied = migrate(_settings().resolved_database_url())
+    try:
+        applied = migrate(_settings().resolved_database_url())
+    except OldHistory as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("applied: " + ", ".join(applied) if applied else "up to date")
 
 

@@ -28,24 +28,11 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     small_job_rows: int = Field(default=50_000, ge=0)
-    # jobs of at least this many rows put their new rollup keys into partitions of their own
-    # (db/migrations/017); smaller ones into the rollups' partition 0, key by key
-    rollup_partition_rows: int = Field(default=500_000, ge=0)
-    # an idle worker folds the partitions of cluster totals into one once there are more than
-    # this many (db/migrations/025); 0: never
-    cluster_compact_parts: int = Field(default=16, ge=0)
-    # columnar copies of the large jobs' raw points (service/analytics/columns.py), on this
-    # host's disk; empty: none, every read from PostgreSQL alone
-    columns_dir: Path | None = Path(".local/columns")
-    # `trips serve` builds the missing copies at its start and after each job that succeeds
-    columns_build: bool = True
     api_log: Path | None = Path("api.log")
     host: str = "127.0.0.1"
     port: int = 8000
 
-    @field_validator(
-        "api_log", "upload_dir", "api_token", "database_url", "columns_dir", mode="before"
-    )
+    @field_validator("api_log", "upload_dir", "api_token", "database_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v

@@ -48,13 +48,3 @@ def ingest(url: str, settings: Settings, path: Path, force: bool = False) -> dic
 def query(url: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def cluster_sizes(url: str, top: int, known: int, admit: int) -> None:
-    """Smaller tops, known clusters and admissions per job than the defaults (db/migrations/025)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for name, n in (("top", top), ("known", known), ("admit", admit)):
-            conn.execute(
-                f"CREATE OR REPLACE FUNCTION trip_cluster_{name}_size() RETURNS integer "
-                f"LANGUAGE sql IMMUTABLE AS 'SELECT {int(n)}'"
-            )

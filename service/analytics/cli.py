@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +25,11 @@ def _url(settings: Settings) -> str:
     return url
 
 
-@asynccontextmanager
-async def _second(url: str) -> AsyncIterator[psycopg.AsyncConnection]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        yield conn
-
-
 async def _weekly(url: str, **kw: Any) -> dict[str, Any]:
     from service.analytics import weekly
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await weekly.weekly_average(conn, spare=lambda: _second(url), **kw)
+        return await weekly.weekly_average(conn, **kw)
 
 
 async def _clusters(url: str, region: str | None, **kw: Any) -> dict[str, Any]:
@@ -95,10 +87,7 @@ def weekly_cmd(
             "end": parse_date(to, "--to"),
             "match": parse_match(match),
         }
-        from service.analytics import columns
-
         settings = Settings()
-        columns.configure(settings.columns_dir)
         result = asyncio.run(_weekly(_url(settings), **kw))
     except AreaError as e:
         raise _fail(str(e)) from None
@@ -132,11 +121,6 @@ def clusters_cmd(
         help="recompute every cluster with the "
         "current TRIPS_CLUSTER_CELL / TRIPS_CLUSTER_BUCKET_MINUTES",
     ),
-    compact: bool = typer.Option(
-        False,
-        "--compact",
-        help="fold the jobs' partitions of cluster totals into one (the totals do not change)",
-    ),
 ) -> None:
     """Print the largest clusters of similar trips."""
     from service.analytics import weekly
@@ -155,10 +139,6 @@ def clusters_cmd(
     else:
         with psycopg.connect(url, autocommit=True) as conn:
             cq.sync_params(conn, settings)
-    if compact:
-        with psycopg.connect(url, autocommit=True) as conn:
-            folded = cq.compact(conn)
-        typer.echo(f"compacted {folded} partitions of cluster totals into one", err=True)
     try:
         t0 = cq.parse_time(time_from, "--time-from", 0)
         t1 = cq.parse_time(time_to, "--time-to", 1440)
@@ -196,42 +176,3 @@ def clusters_cmd(
 def register(app: typer.Typer) -> None:
     app.command("weekly")(weekly_cmd)
     app.command("clusters")(clusters_cmd)
-    app.add_typer(columns_app, name="columns")
-
-
-columns_app = typer.Typer(help="Columnar copies of the large jobs' raw points (fast area reads).")
-
-
-@columns_app.command("build")
-def columns_build() -> None:
-    """Build the copies that the attached job tables lack (and remove those that no longer
-    serve), one table after another; `trips serve` does the same after each job."""
-    from service.analytics import columns
-
-    settings = Settings()
-    store = columns.configure(settings.columns_dir)
-    if store is None:
-        raise _fail("TRIPS_COLUMNS_DIR is empty: copies are off")
-    for meta in columns.build_missing(_url(settings), store):
-        typer.echo(f"{meta['table']}: {meta['rows']:,} rows in {meta['seconds']} s")
-
-
-@columns_app.command("list")
-def columns_list() -> None:
-    """Each attached job table and whether it has a copy (reads use the copies only when every
-    job table has one)."""
-    from service.analytics import columns
-
-    settings = Settings()
-    store = columns.configure(settings.columns_dir)
-    with psycopg.connect(_url(settings), autocommit=True) as conn:
-        ident = columns.read_identity(conn)
-    if store is None or ident is None:
-        typer.echo("no copies (TRIPS_COLUMNS_DIR empty, or no store)")
-        return
-    missing = set(store.missing(ident))
-    for oid, table in ident.jobs:
-        state = "missing" if (oid, table) in missing else str(store.path(ident, oid, table))
-        typer.echo(f"{table:<20} {state}")
-    used = "yes" if store.copies(ident) is not None else "no"
-    typer.echo(f"reads use the copies: {used}")

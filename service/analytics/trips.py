@@ -9,16 +9,14 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from service.analytics.area import BBox
-from service.analytics.weekly import END_COLUMNS, rows_condition
 
 MAX_LIMIT = 5000
 
-# The page's ids first, from the area's index alone (both point indexes carry id, datasource_id,
-# started_at and region_id: db/migrations/014), then only those rows from the heap.
 _QUERY = sql.SQL("""
     WITH hit AS ({ids} ORDER BY id LIMIT %(limit)s)
     SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
-           t.ox, t.oy, t.dx, t.dy
+           ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
+           ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy
     FROM hit
     JOIN trips t ON t.id = hit.id
     JOIN regions r ON r.id = t.region_id
@@ -36,42 +34,31 @@ _IDS = sql.SQL("""
       AND {area}""")
 
 
-def _in_box(end: str, params: dict[str, Any]) -> sql.Composed:
-    """Exact, inclusive, on the plain coordinates of the end ('o' or 'd'); the fine rows of the
-    box let the end's (row, x) index find them."""
-    x, y, row = END_COLUMNS[end]
-    rows = rows_condition(
-        sql.Identifier("t", row), params["miny"], params["maxy"], f"{y}_rows", params
-    )
+def _in_box(end: str) -> sql.Composed:
+    """Exact and inclusive on the end's coordinates; `&&` lets the end's GiST index find them."""
+    col = sql.Identifier("t", end)
     return sql.SQL(
-        "({rows} AND {x} BETWEEN %(minx)s AND %(maxx)s AND {y} BETWEEN %(miny)s AND %(maxy)s)"
-    ).format(rows=rows, x=sql.Identifier("t", x), y=sql.Identifier("t", y))
+        "({c} && ST_MakeEnvelope(%(minx)s, %(miny)s, %(maxx)s, %(maxy)s, 4326)"
+        " AND ST_X({c}) BETWEEN %(minx)s AND %(maxx)s AND ST_Y({c}) BETWEEN %(miny)s AND %(maxy)s)"
+    ).format(c=col)
 
 
-# The destination's box without index conditions (`dx + 0` is the same double): `both` reads the
-# origin index, which carries the destination, instead of ANDing two bitmaps over the heap.
-_DEST_TEST = sql.SQL(
-    "(t.dx + 0 BETWEEN %(minx)s AND %(maxx)s AND t.dy BETWEEN %(miny)s AND %(maxy)s)"
-)
-
-
-def ids_query(bbox: BBox | None, match: str, params: dict[str, Any]) -> sql.Composable:
+def ids_query(bbox: BBox | None, match: str) -> sql.Composable:
     """The query of the ids of the trips of the area and match (in no order)."""
     if bbox is None:
         return _IDS.format(area=sql.SQL("true"))
-    if match == "either":  # two index-only scans, each ordered and limited, then merged
-        o, d = _in_box("o", params), _in_box("d", params)
+    o, d = _in_box("origin"), _in_box("destination")
+    if match == "either":  # two index scans, each ordered and limited, then merged
         return sql.SQL(
             "SELECT id FROM (({} ORDER BY id LIMIT %(limit)s)"
             " UNION ({} ORDER BY id LIMIT %(limit)s)) u"
         ).format(_IDS.format(area=o), _IDS.format(area=d))
     if match == "origin":
-        return _IDS.format(area=_in_box("o", params))
+        return _IDS.format(area=o)
     if match == "destination":
-        return _IDS.format(area=_in_box("d", params))
+        return _IDS.format(area=d)
     if match == "both":
-        origin = _in_box("o", params)
-        return _IDS.format(area=sql.SQL("({} AND {})").format(origin, _DEST_TEST))
+        return _IDS.format(area=sql.SQL("({} AND {})").format(o, d))
     raise ValueError(f"unknown match {match!r}")
 
 
@@ -105,7 +92,7 @@ async def trips(
             "maxy": bbox.maxy,
         }
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_QUERY.format(ids=ids_query(bbox, match, p)), p, prepare=False)
+        await cur.execute(_QUERY.format(ids=ids_query(bbox, match)), p, prepare=False)
         rows = await cur.fetchall()
     features = [
         {

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
 
-from service.analytics import columns
 from service.api import errors, metrics
 from service.events.hub import Hub
 from service.settings import Settings
@@ -45,9 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from service.ingest.inbox import watch_inbox
 
                 tasks.append(asyncio.create_task(watch_inbox(url, settings)))
-            store = columns.configure(settings.columns_dir)
-            if store is not None and settings.columns_build:
-                tasks.append(asyncio.create_task(_build_columns(url, store, app.state.hub)))
             yield
         finally:
             for t in tasks:
@@ -59,7 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 worker.stop()
             await app.state.hub.stop()
             await app.state.pool.close()
-            columns.configure(None)
 
     app = FastAPI(
         title="Trips service",
@@ -74,67 +67,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     _configure_api_log(settings)
 
-    from service.api.routes import clusters, events, ingestions, ops, stats, trips, vehicles
+    from service.analytics.features import SummaryCache
+    from service.api.routes import (
+        clusters,
+        events,
+        ingestions,
+        ogc,
+        ops,
+        stats,
+        tiles,
+        trips,
+        vehicles,
+    )
+    from service.web import page
 
-    for module in (ops, ingestions, events, vehicles, stats, clusters, trips):
+    for module in (ops, ingestions, events, vehicles, stats, clusters, trips, ogc, tiles):
         app.include_router(module.router)
+    app.state.ogc_summary = SummaryCache()  # the trips' extents, per store version
+    page.install(app)
     return app
-
-
-# After a failed build, the next attempt waits for the next job, or this long.
-COLUMNS_RETRY_S = 300.0
-
-
-async def _build_columns(url: str, store: columns.Store, hub: Hub) -> None:
-    """Build the columnar copies the store lacks: at start, then after each job that succeeds
-    (its event, relayed by the hub), one table after another in a thread. Reads use a table's
-    copy only once every job table has one, and PostgreSQL alone until then."""
-    wake = asyncio.Event()
-
-    def watch(event: Any) -> None:
-        if event.type == "succeeded":
-            wake.set()
-
-    hub.watchers.append(watch)
-    try:
-        while True:
-            wake.clear()
-            try:
-                await _daemon_thread(columns.build_missing, url, store)
-            except Exception:
-                log.exception("columnar copies: build failed; reads stay on PostgreSQL")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(COLUMNS_RETRY_S):
-                    await wake.wait()
-    finally:
-        hub.watchers.remove(watch)
-
-
-def _daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """fn(*args) in a daemon thread: a shutdown does not wait for a build (whose temporary
-    directory the next build's prune removes)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        result, error = None, None
-        try:
-            result = fn(*args)
-        except BaseException as e:  # handed to the awaiting task
-            error = e
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, daemon=True, name="trips-columns").start()
-    return future
 
 
 def _sync_cluster_params(url: str, settings: Settings) -> None:

@@ -18,6 +18,7 @@ def migrations_dir() -> Path:
     return project_root() / "db" / "migrations"
 
 
+BASELINE = "001_baseline.sql"
 _NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 # One constant advisory lock so that concurrent starters (API, workers) migrate one at a time.
 _LOCK_KEY = 7_301_842_001
@@ -50,6 +51,7 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            _refuse_old_history(conn)
             for version, name, sql in available(directory):
                 if version in done:
                     continue
@@ -63,6 +65,23 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
+
+
+class OldHistory(RuntimeError):
+    """The database was made by the migrations from before the baseline."""
+
+
+def _refuse_old_history(conn: psycopg.Connection) -> None:
+    """A store made by the earlier numbered history (001_core.sql … 025) has another schema
+    (no GiST on the points, clusters as a view): it cannot be brought to the baseline in place."""
+    row = conn.execute("SELECT name FROM schema_migrations WHERE version = 1").fetchone()
+    if row is not None and row[0] != BASELINE:
+        raise OldHistory(
+            "this database was made by the migrations from before the baseline "
+            f"({row[0]}, …); it cannot be upgraded in place. Start afresh: drop the database "
+            "(or `trips db down` and remove the local cluster's data directory, shown by "
+            "`trips db status`), then run `trips db migrate` and ingest the files again."
+        )
 
 
 def pending(conn: psycopg.Connection) -> list[str]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from geoalchemy2 import Geometry
-from sqlalchemy import ARRAY, BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, Text
+from sqlalchemy import ARRAY, BigInteger, Boolean, DateTime, ForeignKey, Integer, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -44,14 +44,6 @@ class Trip(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     origin = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
     destination = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
-    # The same coordinates as plain doubles, which the raw-point indexes are built on (014).
-    ox: Mapped[float] = mapped_column(Double)
-    oy: Mapped[float] = mapped_column(Double)
-    dx: Mapped[float] = mapped_column(Double)
-    dy: Mapped[float] = mapped_column(Double)
-    # The fine rows of oy and dy (service/analytics/finegrid.py), the indexes' first keys (020).
-    ofr: Mapped[int] = mapped_column(Integer)
-    dfr: Mapped[int] = mapped_column(Integer)
 
 
 class IngestionJob(Base):

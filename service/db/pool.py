@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from psycopg import AsyncConnection, Connection
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg import Connection
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from service.settings import Settings
 
@@ -38,26 +35,6 @@ async def open_async_pool(settings: Settings, url: str) -> AsyncConnectionPool:
     )
     await pool.open(wait=True, timeout=30)
     return pool
-
-
-# How long a request waits for a second connection before it does without one.
-SPARE_WAIT_S = 0.02
-
-
-@asynccontextmanager
-async def spare_connection(pool: AsyncConnectionPool) -> AsyncIterator[AsyncConnection | None]:
-    """A second connection of the pool for a request that already holds one, or None when none
-    is free within SPARE_WAIT_S: a request never waits long on a busy pool, so requests each
-    holding one connection cannot starve each other waiting for a second."""
-    try:
-        conn = await pool.getconn(timeout=SPARE_WAIT_S)
-    except PoolTimeout:
-        conn = None
-    try:
-        yield conn
-    finally:
-        if conn is not None:
-            await pool.putconn(conn)
 
 
 def set_statement_timeout(conn: Connection, ms: int) -> None:

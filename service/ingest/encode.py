@@ -2,16 +2,12 @@
 
 Every field is fixed-width once region and datasource are ids, so a batch is one structured
 array: no per-row Python. Points are little-endian EWKB with SRID 4326, which PostGIS's binary
-input (geometry_recv) accepts as is; the same doubles go to the plain coordinate columns (ox, oy,
-dx, dy) that the raw-point indexes are built on (db/migrations/014), and the fine rows of the
-two ends (ofr, dfr: finegrid.fine_array, the indexes' keys, db/migrations/020).
+input (geometry_recv) accepts as is.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from service.analytics import finegrid
 
 COLUMNS = (
     "id",
@@ -22,12 +18,6 @@ COLUMNS = (
     "started_at",
     "origin",
     "destination",
-    "ox",
-    "oy",
-    "dx",
-    "dy",
-    "ofr",
-    "dfr",
 )
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -61,18 +51,6 @@ ROW = np.dtype(
         ("d_srid", "<u4"),
         ("dx", "<f8"),
         ("dy", "<f8"),
-        ("ox_len", ">i4"),
-        ("ox_plain", ">f8"),
-        ("oy_len", ">i4"),
-        ("oy_plain", ">f8"),
-        ("dx_len", ">i4"),
-        ("dx_plain", ">f8"),
-        ("dy_len", ">i4"),
-        ("dy_plain", ">f8"),
-        ("ofr_len", ">i4"),
-        ("ofr", ">i4"),
-        ("dfr_len", ">i4"),
-        ("dfr", ">i4"),
     ]
 )
 _CONST = {
@@ -91,12 +69,6 @@ _CONST = {
     "d_order": 1,
     "d_type": _EWKB_POINT_SRID,
     "d_srid": _SRID,
-    "ox_len": 8,
-    "oy_len": 8,
-    "dx_len": 8,
-    "dy_len": 8,
-    "ofr_len": 4,
-    "dfr_len": 4,
 }
 
 
@@ -129,34 +101,4 @@ def encode_rows(
     rows["ds"] = datasource
     rows["ts"] = ts_us
     rows["ox"], rows["oy"], rows["dx"], rows["dy"] = ox, oy, dx, dy
-    rows["ox_plain"], rows["oy_plain"], rows["dx_plain"], rows["dy_plain"] = ox, oy, dx, dy
-    rows["ofr"], rows["dfr"] = finegrid.fine_array(oy), finegrid.fine_array(dy)
-    # File order: the raw-point reads are index-only scans (db/migrations/014), which the order
-    # of the heap does not affect; a space-filling sort of each batch no longer pays.
-    return rows.tobytes()
-
-
-# Binary COPY field types of the rollups' staging tables: (numpy big-endian type, byte length).
-# `date` is days and `timestamp` microseconds since 2000-01-01; `char` is PostgreSQL's "char".
-_FIELD = {
-    "char": ("u1", 1),
-    "int4": (">i4", 4),
-    "int8": (">i8", 8),
-    "float8": (">f8", 8),
-    "date": (">i4", 4),
-    "timestamp": (">i8", 8),
-}
-
-
-def binary_rows(columns: list[tuple[str, np.ndarray]]) -> bytes:
-    """Binary COPY rows (no header or trailer) of equal-length columns of fixed-width types."""
-    n = len(columns[0][1])
-    fields = [("nfields", ">i2")]
-    for i, (kind, _) in enumerate(columns):
-        fields += [(f"l{i}", ">i4"), (f"v{i}", _FIELD[kind][0])]
-    rows = np.empty(n, dtype=np.dtype(fields))
-    rows["nfields"] = len(columns)
-    for i, (kind, values) in enumerate(columns):
-        rows[f"l{i}"] = _FIELD[kind][1]
-        rows[f"v{i}"] = values
     return rows.tobytes()

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 
-from service.analytics import clusters
 from service.events.store import JOBS_CHANNEL
 from service.ingest import jobs
 from service.ingest.loader import ProgressFn, load_job
@@ -57,23 +56,6 @@ def _fail(url: str, settings: Settings, job: jobs.Job, error: str, retriable: bo
         log.warning("could not record failure of job %s: database unreachable", job.id)
 
 
-def compact_when_due(conn: psycopg.Connection, settings: Settings) -> int:
-    """With no job queued: fold the partitions of cluster totals into one when there are more
-    than TRIPS_CLUSTER_COMPACT_PARTS (db/migrations/025). Returns how many were folded."""
-    limit = settings.cluster_compact_parts
-    if not limit or clusters.partitions(conn) <= limit:
-        return 0
-    try:
-        folded = clusters.compact(conn)
-    except psycopg.Error as e:  # retried when the worker is idle next
-        if isinstance(e, psycopg.OperationalError):
-            raise
-        log.warning("compacting the cluster totals failed: %s", e)
-        return 0
-    log.info("compacted %s partitions of cluster totals into one", folded)
-    return folded
-
-
 class Worker:
     """A claim loop; `stop()` ends it after the current job."""
 
@@ -101,7 +83,6 @@ class Worker:
                             log.info("job %s claimed (%s)", job.id, job.source)
                             run_one(self.url, self.settings, job)
                             continue
-                        compact_when_due(conn, self.settings)
                         # Sleep until a job is queued (NOTIFY) or it is time to look for stale jobs.
                         for _ in conn.notifies(
                             timeout=min(self.settings.stale_after_seconds, 5.0), stop_after=1

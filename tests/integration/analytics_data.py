@@ -154,16 +154,17 @@ def brute_weekly(
 
 
 def brute_clusters(trips: list[Trip], cell: float, bucket_minutes: int) -> dict:
-    """(region, origin cell, destination cell, bucket) → [trips, sum ox, sum oy, sum dx, sum dy]"""
+    """(region, origin node, destination node, bucket) → [trips, sum ox, sum oy, sum dx, sum dy];
+    a node is rint(x / cell), halfway to even as ST_SnapToGrid rounds (Python's round)."""
     out: dict[tuple, list[float]] = {}
     for t in trips:
         secs = t.at.hour * 3600 + t.at.minute * 60 + t.at.second + t.at.microsecond / 1e6
         key = (
             t.region,
-            math.floor(t.ox / cell),
-            math.floor(t.oy / cell),
-            math.floor(t.dx / cell),
-            math.floor(t.dy / cell),
+            round(t.ox / cell),
+            round(t.oy / cell),
+            round(t.dx / cell),
+            round(t.dy / cell),
             math.floor(secs / (bucket_minutes * 60)),
         )
         acc = out.setdefault(key, [0, 0.0, 0.0, 0.0, 0.0])

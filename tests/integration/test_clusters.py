@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from service.analytics.clusters import bucket_label
 from service.api.app import create_app
 from service.settings import Settings
-from tests.helpers import cluster_sizes, ingest
+from tests.helpers import ingest
 from tests.integration.analytics_data import Trip, brute_clusters, make_trips, write_csv
 
 
@@ -46,21 +46,12 @@ def loaded(
     yield from _load(settings, db_url, tmp_path)
 
 
-@pytest.fixture
-def loaded_few_known(
-    settings: Settings, db_url: str, tmp_path: Path
-) -> Iterator[tuple[TestClient, list[Trip]]]:
-    """The same jobs with tops of 5 clusters, 30 known and 10 admitted per region (025)."""
-    cluster_sizes(db_url, 5, 30, 10)
-    yield from _load(settings, db_url, tmp_path)
-
-
 def _load(
     settings: Settings, db_url: str, tmp_path: Path
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
     first = make_trips(3, 1200) + _spread(4, 1500)
     second = make_trips(5, 600) + _spread(6, 600) + make_trips(3, 300)  # repeats: upserts
-    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0})
     assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
     assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:
@@ -151,44 +142,21 @@ def test_clusters_equal_brute_force(loaded: tuple[TestClient, list[Trip]]) -> No
     _same(_got(client, min_trips=3, limit=5), _expected(trips, min_trips=3), 5)
 
 
-def test_clusters_from_the_known_ones_equal_brute_force(
-    loaded_few_known: tuple[TestClient, list[Trip]], caplog: pytest.LogCaptureFixture
+def test_top_100_of_a_region_in_psql_reads_the_index(
+    loaded: tuple[TestClient, list[Trip]], db_url: str
 ) -> None:
-    client, trips = loaded_few_known
-    caplog.set_level("DEBUG", logger="trips.analytics")
-    with psycopg.connect(client.app.state.settings.database_url) as conn:
-        bound = max(b for (b,) in conn.execute("SELECT bound FROM trip_cluster_bound"))
-    assert bound > 0, "some clusters are not known"
-    _same(_got(client, limit=5), _expected(trips), 5)  # the top
-    _same(_got(client, limit=12), _expected(trips), 12)  # the known clusters
-    above = bound + 1  # no cluster that is not known has so many trips
-    _same(_got(client, min_trips=above, limit=1000), _expected(trips, min_trips=above), 1000)
-    _same(_got(client, limit=1000), _expected(trips), 1000)  # every cluster: the view
-    box = (-73.5, 45.45, -73.3, 45.55)
-    _same(
-        _got(client, region="Montréal", bbox=",".join(map(str, box)), limit=3),
-        _expected(trips, region="Montréal", bbox=box),
-        3,
-    )
-    answered = {r.getMessage() for r in caplog.records if "answered from" in r.getMessage()}
-    assert answered == {
-        f"clusters answered from {t}"
-        for t in ("trip_cluster_top", "trip_cluster_known", "trip_clusters")
-    }
-
-
-def test_top_table_is_exact(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
+    """The psql user's question, "the top 100 clusters of a region", is an index scan of
+    trip_clusters (region_id, trips DESC), not a read of every cluster of the region."""
+    client, trips = loaded
+    q = """SELECT c.* FROM trip_clusters c JOIN regions r ON r.id = c.region_id
+           WHERE r.name = 'Montréal' ORDER BY c.trips DESC LIMIT 100"""
     with psycopg.connect(db_url) as conn:
-        diff = conn.execute("""
-            SELECT count(*) FROM (
-                SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY region_id ORDER BY
-                    trips DESC, ocx, ocy, dcx, dcy, bucket) rn FROM trip_clusters) r
-                WHERE rn <= trip_cluster_top_size()) a
-            FULL JOIN trip_cluster_top b USING (region_id, ocx, ocy, dcx, dcy, bucket)
-            WHERE a.trips IS DISTINCT FROM b.trips OR a.sum_ox IS NULL OR b.sum_ox IS NULL
-               OR abs(a.sum_ox - b.sum_ox) > 1e-9 * greatest(1, abs(a.sum_ox))
-            """).fetchone()
-    assert diff == (0,)
+        conn.execute("ANALYZE trip_clusters")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q))
+        rows = conn.execute(q).fetchall()
+    assert "trip_clusters_region_trips" in plan, plan
+    expected = _expected(trips, region="Montréal")
+    assert [r[6] for r in rows] == [e[0] for e in expected[:100]]
 
 
 def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:

@@ -7,9 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from service.analytics import finegrid
 from service.settings import Settings
 from tests.helpers import ingest, query
 
@@ -60,37 +58,56 @@ def test_values_are_stored_exactly(db_url: str, settings: Settings, tmp_path: Pa
     assert row["srid"] == 4326 and row["ts"] == "2018-05-28 09:03:41.25"
 
 
-def test_stored_fine_rows_equal_the_sql_definition(
+def test_cluster_nodes_are_st_snaptogrid_halfway_values_to_even(
     db_url: str, settings: Settings, tmp_path: Path
 ) -> None:
-    """The loader's ofr/dfr (numpy) are exactly finegrid's SQL expression of oy/dy, for values on
-    and a hair beside cell and fine-row bounds, negative ones included, through both paths: a
-    small job (moved into trips_p0) and a large one (a partition of its own). finegrid.SQL
-    is the expression db/migrations/020 backfilled stored rows with."""
-    values = ["0", "-0", "1e-9", "-1e-9", "90", "-90", "53.55", "-23.55", "0.07", "-0.07"]
-    for k in range(-30, 31):
-        for tail in ("", "0000001", "9999999"):
-            values.append(f"{k * 0.001 + 45.06:.3f}{tail}")
-            values.append(f"{-(k * 0.001) - 23.51:.3f}{tail}")
+    """trip_clusters' nodes are where ST_SnapToGrid moves the points, named rint(x / cell) (SPEC
+    section 2), for points exactly halfway between nodes, a hair beside, and negative ones,
+    through both paths: a small job (moved into trips_p0) and a large one (its own partition).
+    The tests' brute force (Python's round, to even) gives the same indexes."""
+    values = ["0", "-0", "0.005", "-0.005", "0.015", "-0.015", "0.025", "1e-9", "90", "-90"]
+    for k in range(-40, 41):
+        for tail in ("", "0000001", "4999999"):
+            values.append(f"{k * 0.01 + 0.005:.3f}{tail}")
     lines = [
-        f"R,POINT (1 {a}),POINT (2 {b}),2018-01-01 00:00:00,x"
-        for a, b in zip(values, values[::-1], strict=True)
+        f"R,POINT ({a} {b}),POINT ({b} {a}),2018-01-01 00:{i % 60:02d}:00,x"
+        for i, (a, b) in enumerate(zip(values, values[::-1], strict=True))
     ]
     small, large = tmp_path / "small.csv", tmp_path / "large.csv"
     small.write_text(HEADER + "\n".join(lines) + "\n")
     large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
     assert ingest(db_url, settings, small)["state"] == "succeeded"
-    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0})
     assert ingest(db_url, big, large)["state"] == "succeeded"
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        got = conn.execute(
-            sql.SQL(
-                "SELECT count(*), count(*) FILTER (WHERE tableoid = 'trips_p0'::regclass),"
-                " count(*) FILTER (WHERE ofr IS DISTINCT FROM {} OR dfr IS DISTINCT FROM {})"
-                " FROM trips"
-            ).format(sql.SQL(finegrid.SQL.format(v="oy")), sql.SQL(finegrid.SQL.format(v="dy")))
-        ).fetchone()
-    assert got == (2 * len(lines), len(lines), 0)
+    snapped = query(
+        db_url,
+        """SELECT r.name AS region,
+                  ST_X(ST_SnapToGrid(t.origin, p.cell)) AS sx, ST_X(t.origin) AS x,
+                  ST_Y(ST_SnapToGrid(t.origin, p.cell)) AS sy, ST_Y(t.origin) AS y,
+                  p.cell, t.tableoid::regclass::text AS part
+           FROM trips t JOIN regions r ON r.id = t.region_id, trip_cluster_params p""",
+    )
+    assert {r["part"] for r in snapped} == {"trips_p0", "trips_job_2"}
+    for r in snapped:  # the brute force of the tests is PostGIS's rounding
+        assert (round(r["x"] / r["cell"]), round(r["y"] / r["cell"])) == (
+            round(r["sx"] / r["cell"]),
+            round(r["sy"] / r["cell"]),
+        ), r
+    stored = Counter(
+        {
+            (c["region"], c["ocx"], c["ocy"]): c["n"]
+            for c in query(
+                db_url,
+                """SELECT r.name AS region, ocx, ocy, sum(trips) AS n FROM trip_clusters c
+                   JOIN regions r ON r.id = c.region_id GROUP BY 1, 2, 3""",
+            )
+        }
+    )
+    expected = Counter(
+        (r["region"], round(r["x"] / r["cell"]), round(r["y"] / r["cell"])) for r in snapped
+    )
+    assert stored == expected
+    assert sum(stored.values()) == 2 * len(lines)
 
 
 def test_rejections_recorded_with_line_numbers(
@@ -174,6 +191,21 @@ def test_large_job_gets_its_own_partition(db_url: str, settings: Settings, tmp_p
         [f"trips_job_{job['id']}"],
     )
     assert own[0]["n"] == 4
+    # every partition has GiST on both ends (the user's shape: points with GiST indexes)
+    gist = query(
+        db_url,
+        """SELECT c.relname AS part, array_agg(a.attname ORDER BY a.attname) AS cols
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_index x ON x.indrelid = c.oid
+           JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(x.indkey)
+           WHERE i.inhparent = 'trips'::regclass AND am.amname = 'gist'
+           GROUP BY 1 ORDER BY 1""",
+    )
+    assert [(r["part"], r["cols"]) for r in gist] == [
+        (f"trips_job_{job['id']}", ["destination", "origin"]),
+        ("trips_p0", ["destination", "origin"]),
+    ]
     with psycopg.connect(db_url) as conn:
         n = conn.execute(
             "SELECT count(*) FROM trips WHERE ST_X(origin) BETWEEN -180 AND 180"

@@ -43,3 +43,24 @@ def test_empty_database_converges_to_the_model(db_url: str) -> None:
                     )
     finally:
         engine.dispose()
+
+
+def test_a_store_of_the_old_history_is_refused(db_url: str) -> None:
+    """A database made by the migrations from before the baseline cannot be upgraded in place:
+    migrate says so, and how to start afresh, and applies nothing."""
+    import pytest
+
+    from service.db.migrate import OldHistory
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations VALUES (1, '001_core.sql'), (25, '025_x.sql')")
+    with pytest.raises(OldHistory, match="Start afresh"):
+        migrate(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('trips')").fetchone() == (None,)

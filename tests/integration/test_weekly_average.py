@@ -32,7 +32,7 @@ def loaded(
 ) -> Iterator[tuple[TestClient, list[Trip]]]:
     """Two ingestions: one large (its own partition), one small (into trips_p0)."""
     first, second = make_trips(1, 1500), make_trips(2, 400)
-    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0})
     assert ingest(db_url, big, write_csv(first, tmp_path / "a.csv"))["state"] == "succeeded"
     assert ingest(db_url, settings, write_csv(second, tmp_path / "b.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as c:
@@ -181,40 +181,46 @@ def pair_boxes(draw: st.DrawFn, trips: list[Trip]) -> dict:
     return area
 
 
-@pytest.mark.parametrize("descents", ["one per origin block", "a range of codes"])
-def test_box_pairs_equal_brute_force(
-    loaded: tuple[TestClient, list[Trip]], monkeypatch: pytest.MonkeyPatch, descents: str
-) -> None:
-    """Every box that holds a pair block answered from the pair rollup (db/migrations/022),
-    whatever its strips' share, with the pair rows read one descent per origin block or as a
-    range of codes: `both` and `either` equal the brute-force count, and the pairs were used."""
+def test_boxes_around_trips_for_both_and_either(loaded: tuple[TestClient, list[Trip]]) -> None:
+    """Boxes from a few hundredths of a degree to a region, their edges on the data, for `both`
+    and `either`: the answers equal the brute-force count."""
     client, trips = loaded
-    monkeypatch.setattr(weekly, "PAIR_EDGE_SHARE", math.inf)
-    if descents == "a range of codes":
-        monkeypatch.setattr(weekly, "MAX_PAIR_DESCENTS", 0)
-    used = []
-    plain = weekly._both_pairs
-
-    def counted(box: weekly.BBox, params: dict, either: bool = False, copies: Any = None) -> Any:
-        parts = plain(box, params, either, copies)
-        used.append(parts is not None)
-        return parts
-
-    monkeypatch.setattr(weekly, "_both_pairs", counted)
     _check_against_brute_force(client, trips, 60, pair_boxes)
-    assert sum(used) >= 20, used
 
 
-@pytest.mark.parametrize("cell", [0.02, 0.0075])
-def test_other_rollup_grids_equal_brute_force(
-    settings: Settings, db_url: str, tmp_path: Path, cell: float
+def test_psql_answers_what_the_api_answers(
+    loaded: tuple[TestClient, list[Trip]], db_url: str
 ) -> None:
-    """With a rollup grid other than the fine grid's 0.01 cells (coarser, and one whose bounds
-    do not line up with the fine rows), the generic probe path is exact too."""
+    """SPEC section 5: trips_weekly() called as a psql user would gives the API's series."""
+    client, trips = loaded
+    t = trips[7]
+    box = (t.ox - 0.1, t.oy - 0.1, t.ox + 0.1, t.oy + 0.1)
+    with psycopg.connect(db_url) as conn:
+        for match in MATCHES:
+            rows = conn.execute(
+                "SELECT week::text, trips FROM trips_weekly("
+                "ST_MakeEnvelope(%s, %s, %s, %s, 4326), %s)",
+                [*box, match],
+            ).fetchall()
+            api = _ask(client, {"match": match, "box": box})
+            assert [{"week": w, "trips": n} for w, n in rows] == api["series"]
+            assert api == _expected(trips, {"match": match, "box": box})
+        rows = conn.execute(
+            "SELECT sum(trips) FROM trips_weekly(NULL, region => 'prague')"
+        ).fetchone()
+        assert rows == (sum(tr.region.lower() == "prague" for tr in trips),)
+
+
+@pytest.mark.parametrize("cell,block", [(0.02, 10), (0.0075, 3)])
+def test_other_summary_grids_equal_brute_force(
+    settings: Settings, db_url: str, tmp_path: Path, cell: float, block: int
+) -> None:
+    """With a summary grid other than 0.01-degree cells in blocks of 10 (coarser, and one whose
+    bounds are not round numbers), the answers are exact too."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("UPDATE rollup_grid SET cell = %s", [cell])
+        conn.execute("UPDATE trip_grid SET cell = %s, block = %s", [cell, block])
     trips = make_trips(3, 900)
-    big = settings.model_copy(update={"small_job_rows": 0, "rollup_partition_rows": 0})
+    big = settings.model_copy(update={"small_job_rows": 0})
     assert ingest(db_url, big, write_csv(trips, tmp_path / "c.csv"))["state"] == "succeeded"
     with TestClient(create_app(settings.model_copy(update={"worker_enabled": False}))) as client:
         _check_against_brute_force(client, trips, 40)

@@ -6,7 +6,6 @@ import struct
 
 import numpy as np
 
-from service.analytics import finegrid
 from service.ingest.encode import COLUMNS, ROW, encode_rows
 
 
@@ -24,13 +23,10 @@ def test_rows_keep_file_order_and_every_field() -> None:
     assert set(rows["part"].tolist()) == {7} and set(rows["job"].tolist()) == {8}
     assert np.array_equal(rows["ts"], ts) and np.array_equal(rows["region"], region)
     assert np.array_equal(rows["ds"], ds)
-    # the geometries (EWKB) and the plain columns carry the same doubles
-    for geo, plain, v in (("ox", "ox_plain", ox), ("oy", "oy_plain", oy), ("dy", "dy_plain", dy)):
-        assert np.array_equal(rows[geo], v) and np.array_equal(rows[plain], v)
+    # the geometries (EWKB) carry the same doubles
+    for geo, v in (("ox", ox), ("oy", oy), ("dx", dx), ("dy", dy)):
+        assert np.array_equal(rows[geo], v)
     assert set(rows["nfields"].tolist()) == {len(COLUMNS)}
-    # the fine rows of the two ends (the raw-point indexes' first keys, db/migrations/020)
-    assert np.array_equal(rows["ofr"], finegrid.fine_array(oy))
-    assert np.array_equal(rows["dfr"], finegrid.fine_array(dy))
 
 
 def test_first_row_decodes_as_postgresql_reads_it() -> None:
@@ -59,10 +55,5 @@ def test_first_row_decodes_as_postgresql_reads_it() -> None:
     assert struct.unpack(">q", values["started_at"])[0] == 86_400_000_000
     order, kind, srid, x, y = struct.unpack("<BIIdd", values["origin"])
     assert (order, kind, srid, x, y) == (1, 0x20000001, 4326, 10.5, -53.25)
-    assert struct.unpack(">d", values["ox"])[0] == 10.5
-    assert struct.unpack(">d", values["oy"])[0] == -53.25
-    assert struct.unpack(">d", values["dx"])[0] == -0.125
-    assert struct.unpack(">d", values["dy"])[0] == 45.0
-    # fine rows: floor(-53.25 / 0.01) = -5325 -> fine row -53250; 45.0 -> 45000
-    assert struct.unpack(">i", values["ofr"])[0] == -53250
-    assert struct.unpack(">i", values["dfr"])[0] == 45000
+    order, kind, srid, x, y = struct.unpack("<BIIdd", values["destination"])
+    assert (order, kind, srid, x, y) == (1, 0x20000001, 4326, -0.125, 45.0)

@@ -18,7 +18,6 @@ from service.analytics.area import (
     parse_match,
 )
 from service.api.errors import Invalid, NotFound, TooLarge
-from service.db.pool import spare_connection
 
 router = APIRouter(prefix="/stats", tags=["analytics"])
 
@@ -89,7 +88,6 @@ async def _answer(
                 start=d0,
                 end=d1,
                 match=m,
-                spare=lambda: spare_connection(pool),
             )
     except AreaError as e:
         raise Invalid(str(e)) from None
