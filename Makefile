@@ -49,8 +49,14 @@ run: db-up
 	if [ -n "$$files" ]; then $(TRIPS) ingest $$files || echo "some inbox files failed (see above); serving anyway"; fi
 	@mkdir -p .local && echo $$$$ > .local/serve.pid && exec $(TRIPS) serve
 
+# Two passes: every test on the single PostGIS; then the integration and end-to-end tests on a
+# throwaway Citus cluster, a coordinator and 2 workers (tests/citus_mode.py; Citus installed
+# first, db/install-citus.sh). TRIPS_SKIP_CITUS=1 runs the first pass only.
 test: db-up
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ "$$TRIPS_SKIP_CITUS" = 1 ]; then echo "TRIPS_SKIP_CITUS=1: no Citus pass"; else \
+	  bash db/install-citus.sh && \
+	  TRIPS_TEST_CITUS=1 $(BIN)/pytest $(PYTEST_ARGS) tests/integration tests/e2e; fi
 
 lint: install
 	$(BIN)/ruff check service tests benchmarks
