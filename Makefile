@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TRIPS := $(BIN)/trips
 ROWS ?= 1000000
+CITUS_WORKERS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install citus run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean \
@@ -69,8 +70,10 @@ format: install
 
 # Generate -> raw COPY baseline -> trips ingest + API worker -> queries, in database bench_$(ROWS);
 # results in benchmarks/results/<date>-<rows>.json and .md (default 1M rows: a few minutes).
+# CITUS_WORKERS=N: the same run on a throwaway Citus cluster (a coordinator and N workers);
+# results/<date>-<rows>-citus<N>.json records engine and workers.
 benchmark: db-up
-	$(BIN)/python -m benchmarks.run --rows $(ROWS)
+	$(BIN)/python -m benchmarks.run --rows $(ROWS) $(if $(CITUS_WORKERS),--citus-workers $(CITUS_WORKERS))
 
 # Issue 2's gate: trips ingest vs raw COPY of the same 2M-row file, median of 3 runs.
 benchmark-copy: db-up
