@@ -89,22 +89,36 @@ def migrated(url: str) -> str:
 def emptied(url: str) -> str:
     """The database as migrated: no rows, no job partitions, counters and parameters reset."""
     with psycopg.connect(url, autocommit=True) as conn:
-        # Like DROP DATABASE … WITH (FORCE) in the plain pass: an earlier test's leftovers (a
-        # server thread, a listener) would otherwise hold locks the TRUNCATE waits for.
-        conn.execute(
-            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-               WHERE datname = current_database() AND pid <> pg_backend_pid()
-                 AND backend_type = 'client backend'
-                 AND application_name NOT LIKE 'citus%'"""
+        conn.execute("SET lock_timeout = '10s'")
+        for attempt in range(5):
+            try:
+                _empty(conn)
+                return url
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+                # an earlier test's worker thread reconnected meanwhile: terminate it again
+                if attempt == 4:
+                    raise
+    return url
+
+
+def _empty(conn: psycopg.Connection) -> None:
+    # Like DROP DATABASE … WITH (FORCE) in the plain pass: an earlier test's leftovers (a
+    # server thread, a listener) would otherwise hold locks the TRUNCATE waits for.
+    conn.execute(
+        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()
+             AND backend_type = 'client backend'
+             AND application_name NOT LIKE 'citus%'"""
+    )
+    jobs = [
+        name
+        for (name,) in conn.execute(
+            """SELECT relname FROM pg_class WHERE relkind IN ('r', 'p')
+               AND relname ~ '^trips_job_[0-9]+$'
+               AND relnamespace = 'public'::regnamespace"""
         )
-        jobs = [
-            name
-            for (name,) in conn.execute(
-                """SELECT relname FROM pg_class WHERE relkind IN ('r', 'p')
-                   AND relname ~ '^trips_job_[0-9]+$'
-                   AND relnamespace = 'public'::regnamespace"""
-            )
-        ]
+    ]
+    with conn.transaction():
         for name in jobs:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(
@@ -114,7 +128,6 @@ def emptied(url: str) -> str:
         )
         for statement in RESET:
             conn.execute(statement)
-    return url
 
 
 def relation(name: str) -> str:
