@@ -6,11 +6,10 @@ co-located with `trips`, right after its CREATE TABLE and before its COPY:
 * the COPY streams each row to its shard on a worker as it goes (without FREEZE: that needs a
   table created in the same transaction on the node that stores it);
 * the job's CREATE INDEX statements are propagated to its shards, built by the workers;
-* trip_rollups' INSERT … SELECT from the job's table into the co-located summaries
-  (weekly_trips, trip_clusters) runs shard by shard on the workers, and a small job's move into
-  trips_p0 is a co-located INSERT … SELECT too;
-* ATTACH PARTITION of a co-located distributed table to `trips` is a catalog change on every
-  node, no data moves.
+* trip_rollups' aggregates over the job's table run on its shards (the weekly cells' temporary
+  table and trip_cluster_rows' rows then pass through the coordinator into the summaries), and
+  a small job's move into trips_p0 is a co-located INSERT … SELECT;
+* ATTACH PARTITION of a co-located distributed table to `trips` moves no rows.
 
 The other way that works (a local job table, COPY FREEZE, rollups on the coordinator, ATTACH,
 which then distributes the table and copies its rows to the workers inside the job's
