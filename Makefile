@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 TRIPS := $(BIN)/trips
 ROWS ?= 1000000
+CITUS_WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean \
+.PHONY: install citus run test lint format benchmark benchmark-copy benchmark-scale stop db-up clean \
 	web-assets browser-deps
 
 install: $(VENV)/.installed web-assets browser-deps
@@ -31,6 +32,11 @@ $(VENV)/.installed: pyproject.toml db/install-postgis.sh
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
+# Citus for `trips db up --workers N`; not part of install (the first source build takes a
+# minute or more; later runs reuse the build cached in /var/cache/trips). See docs/scaling.md.
+citus:
+	bash db/install-citus.sh
+
 db-up: install
 	@if [ -z "$$DATABASE_URL" ]; then $(TRIPS) db up >/dev/null; fi
 	$(TRIPS) db migrate
@@ -44,8 +50,14 @@ run: db-up
 	if [ -n "$$files" ]; then $(TRIPS) ingest $$files || echo "some inbox files failed (see above); serving anyway"; fi
 	@mkdir -p .local && echo $$$$ > .local/serve.pid && exec $(TRIPS) serve
 
+# Two passes: every test on the single PostGIS; then the integration and end-to-end tests on a
+# throwaway Citus cluster, a coordinator and 2 workers (tests/citus_mode.py; Citus installed
+# first, db/install-citus.sh). TRIPS_SKIP_CITUS=1 runs the first pass only.
 test: db-up
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ "$$TRIPS_SKIP_CITUS" = 1 ]; then echo "TRIPS_SKIP_CITUS=1: no Citus pass"; else \
+	  bash db/install-citus.sh && \
+	  TRIPS_TEST_CITUS=1 $(BIN)/pytest $(PYTEST_ARGS) tests/integration tests/e2e; fi
 
 lint: install
 	$(BIN)/ruff check service tests benchmarks
@@ -58,8 +70,10 @@ format: install
 
 # Generate -> raw COPY baseline -> trips ingest + API worker -> queries, in database bench_$(ROWS);
 # results in benchmarks/results/<date>-<rows>.json and .md (default 1M rows: a few minutes).
+# CITUS_WORKERS=N: the same run on a throwaway Citus cluster (a coordinator and N workers);
+# results/<date>-<rows>-citus<N>.json records engine and workers.
 benchmark: db-up
-	$(BIN)/python -m benchmarks.run --rows $(ROWS)
+	$(BIN)/python -m benchmarks.run --rows $(ROWS) $(if $(CITUS_WORKERS),--citus-workers $(CITUS_WORKERS))
 
 # Issue 2's gate: trips ingest vs raw COPY of the same 2M-row file, median of 3 runs.
 benchmark-copy: db-up

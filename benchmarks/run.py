@@ -16,6 +16,7 @@ benchmarks/results/<date>-<rows>.json and a .md beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -262,6 +263,13 @@ def main() -> None:
         "results/<date>-queries-<rows>-seed<seed>-rerun.json (the run's own file stays)",
     )
     ap.add_argument("--no-api", action="store_true", help="ingest every file with trips ingest")
+    ap.add_argument(
+        "--citus-workers",
+        type=int,
+        default=0,
+        help="run on a throwaway Citus cluster of a coordinator and N workers (its `trips` "
+        "database; removed at the end, so --keep-db does not apply)",
+    )
     args = ap.parse_args()
     rows = args.rows
     if args.queries_only:
@@ -285,93 +293,114 @@ def main() -> None:
     print(f"generated in {gen_s:.1f} s ({gen_rate or 0:,} rows/s)", flush=True)
 
     db = f"bench_{rows}"
-    url = common.fresh_database(db)
+    with contextlib.ExitStack() as stack:
+        url = _store(stack, db, args.citus_workers)
 
-    # 2. raw COPY of the same files, same server, same run
-    copy_s = common.raw_copy(url, files)
-    print(f"raw COPY {copy_s:.1f} s ({rows / copy_s:,.0f} rows/s)", flush=True)
+        # 2. raw COPY of the same files, same server, same run
+        copy_s = common.raw_copy(url, files)
+        print(f"raw COPY {copy_s:.1f} s ({rows / copy_s:,.0f} rows/s)", flush=True)
 
-    # 3. ingest: trips ingest for the first K-1 files, the API worker for the last
-    cli_files, api_file = (files, None) if args.no_api or k < 2 else (files[:-1], files[-1])
-    cli_rows = sum(per[: len(cli_files)])
-    # One `trips ingest` process per file: the peak RSS is the largest of them, and a file
-    # is deleted once loaded (unless --keep) so that 100M rows fit the disk beside the store.
-    ingest = common.IngestRun(0.0, 0, "")
-    for f, n in zip(cli_files, per, strict=False):
-        one = common.trips_ingest(url, [f])
-        ingest.seconds += one.seconds
-        ingest.peak_rss_bytes = max(ingest.peak_rss_bytes, one.peak_rss_bytes)
+        # 3. ingest: trips ingest for the first K-1 files, the API worker for the last
+        cli_files, api_file = (files, None) if args.no_api or k < 2 else (files[:-1], files[-1])
+        cli_rows = sum(per[: len(cli_files)])
+        # One `trips ingest` process per file: the peak RSS is the largest of them, and a file
+        # is deleted once loaded (unless --keep) so that 100M rows fit the disk beside the store.
+        ingest = common.IngestRun(0.0, 0, "")
+        for f, n in zip(cli_files, per, strict=False):
+            one = common.trips_ingest(url, [f])
+            ingest.seconds += one.seconds
+            ingest.peak_rss_bytes = max(ingest.peak_rss_bytes, one.peak_rss_bytes)
+            print(
+                f"  {f.name}: {one.seconds:.1f} s ({n / one.seconds:,.0f} rows/s), "
+                f"peak RSS {one.peak_rss_bytes / 2**20:.0f} MiB",
+                flush=True,
+            )
+            if not args.keep:
+                f.unlink(missing_ok=True)
         print(
-            f"  {f.name}: {one.seconds:.1f} s ({n / one.seconds:,.0f} rows/s), "
-            f"peak RSS {one.peak_rss_bytes / 2**20:.0f} MiB",
+            f"trips ingest {ingest.seconds:.1f} s ({cli_rows / ingest.seconds:,.0f} rows/s), "
+            f"peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB",
             flush=True,
         )
-        if not args.keep:
-            f.unlink(missing_ok=True)
-    print(
-        f"trips ingest {ingest.seconds:.1f} s ({cli_rows / ingest.seconds:,.0f} rows/s), "
-        f"peak RSS {ingest.peak_rss_bytes / 2**20:.0f} MiB",
-        flush=True,
-    )
-    api = None
-    if api_file is not None:
-        api = api_ingest(url, api_file)
-        api["rows_per_s"] = api["rows"] / api["seconds"]
-        print(
-            f"API worker {api['seconds']:.1f} s ({api['rows_per_s']:,.0f} rows/s) "
-            f"via {api['waited_via']}",
-            flush=True,
-        )
-    ingest_s = ingest.seconds + (api["seconds"] if api else 0.0)
-    with psycopg.connect(url) as conn:
-        stored = conn.execute("SELECT count(*) FROM trips").fetchone()[0]  # type: ignore[index]
-    if stored != rows:
-        print(f"WARNING: {stored:,} trips stored, {rows:,} expected", flush=True)
+        api = None
+        if api_file is not None:
+            api = api_ingest(url, api_file)
+            api["rows_per_s"] = api["rows"] / api["seconds"]
+            print(
+                f"API worker {api['seconds']:.1f} s ({api['rows_per_s']:,.0f} rows/s) "
+                f"via {api['waited_via']}",
+                flush=True,
+            )
+        ingest_s = ingest.seconds + (api["seconds"] if api else 0.0)
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM trips").fetchone()[0]  # type: ignore[index]
+        if stored != rows:
+            print(f"WARNING: {stored:,} trips stored, {rows:,} expected", flush=True)
 
-    # 4. store size, machine, queries
-    store = store_sizes(url, rows)
-    print(f"store {store['bytes']['database'] / 2**30:.2f} GiB", flush=True)
-    queries = query_benchmark(url, args.seed)
+        # 4. store size, machine, queries
+        store = store_sizes(url, rows)
+        print(f"store {store['bytes']['database'] / 2**30:.2f} GiB", flush=True)
+        queries = query_benchmark(url, args.seed)
 
-    ingest_rate = rows / ingest_s
-    copy_rate = rows / copy_s
-    result: dict[str, Any] = {
-        "rows": rows,
-        "files": k,
-        "at": at.isoformat(timespec="seconds"),
-        "command": cmd,
-        "generate_rows_per_s": gen_rate,
-        "ingest_rows_per_s": round(ingest_rate),
-        "raw_copy_rows_per_s": round(copy_rate),
-        "ingest_vs_raw_copy": round(ingest_rate / copy_rate, 4),
-        "ingest_seconds": round(ingest_s, 2),
-        "raw_copy_seconds": round(copy_s, 2),
-        "cli": {
-            "files": len(cli_files),
-            "rows": cli_rows,
-            "seconds": round(ingest.seconds, 2),
-            "rows_per_s": round(cli_rows / ingest.seconds),
+        ingest_rate = rows / ingest_s
+        copy_rate = rows / copy_s
+        result: dict[str, Any] = {
+            "rows": rows,
+            "files": k,
+            "at": at.isoformat(timespec="seconds"),
+            "command": cmd,
+            "generate_rows_per_s": gen_rate,
+            "ingest_rows_per_s": round(ingest_rate),
+            "raw_copy_rows_per_s": round(copy_rate),
+            "ingest_vs_raw_copy": round(ingest_rate / copy_rate, 4),
+            "ingest_seconds": round(ingest_s, 2),
+            "raw_copy_seconds": round(copy_s, 2),
+            "cli": {
+                "files": len(cli_files),
+                "rows": cli_rows,
+                "seconds": round(ingest.seconds, 2),
+                "rows_per_s": round(cli_rows / ingest.seconds),
+                "peak_rss_bytes": ingest.peak_rss_bytes,
+            },
+            "api": api,
             "peak_rss_bytes": ingest.peak_rss_bytes,
-        },
-        "api": api,
-        "peak_rss_bytes": ingest.peak_rss_bytes,
-        "trips_stored": stored,
-        "db_bytes": store["bytes"]["database"],
-        "store": store,
-        "queries": queries,
-        "code": _code(),
-        "machine": machine(url),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{common.result_stem(at)}-{rows}.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
-    print(f"ingest/raw COPY = {result['ingest_vs_raw_copy']:.3f}; wrote {out}", flush=True)
-    if not (args.keep or args.keep_db):
-        common.drop_database(db)
-    if not args.keep:
-        for f in files:
-            f.unlink(missing_ok=True)
+            "trips_stored": stored,
+            "db_bytes": store["bytes"]["database"],
+            "store": store,
+            "queries": queries,
+            "code": _code(),
+            "machine": machine(url),
+            "engine": "citus" if args.citus_workers else "postgis",
+            "citus_workers": args.citus_workers,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        # A Citus run's name does not match common.RUN_RESULT: the scale plot stays single-node.
+        engine = f"-citus{args.citus_workers}" if args.citus_workers else ""
+        out = RESULTS / f"{common.result_stem(at)}-{rows}{engine}.json"
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_markdown(result, out.with_suffix(".md"))
+        print(f"ingest/raw COPY = {result['ingest_vs_raw_copy']:.3f}; wrote {out}", flush=True)
+        if not (args.keep or args.keep_db):
+            if not args.citus_workers:
+                common.drop_database(db)
+        if not args.keep:
+            for f in files:
+                f.unlink(missing_ok=True)
+
+
+def _store(stack: contextlib.ExitStack, db: str, citus_workers: int) -> str:
+    """The benchmark's database: bench_<rows> on the benchmark server, migrated; or, with
+    Citus workers, the `trips` database of a throwaway CitusCluster (CREATE DATABASE is not
+    propagated to workers), migrated: db/migrations/002_citus.sql distributes it."""
+    if not citus_workers:
+        return common.fresh_database(db)
+    from service.db.citus import CitusCluster
+    from service.db.migrate import migrate
+
+    url = stack.enter_context(CitusCluster(workers=citus_workers))
+    print(f"Citus: a coordinator and {citus_workers} workers at {url}", flush=True)
+    migrate(url)
+    return url
 
 
 def rerun_queries(rows: int, seed: int) -> None:

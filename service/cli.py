@@ -38,17 +38,29 @@ def migrated_url(settings: Settings) -> str:
 
 
 @db_app.command("up")
-def db_up() -> None:
-    """Start the embedded local PostGIS cluster (initialising it once)."""
+def db_up(
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="A local Citus cluster: a coordinator and N workers (installs Citus if missing); "
+        "0 switches back to the single PostGIS cluster. Default: the cluster recorded.",
+    ),
+) -> None:
+    """Start the embedded local PostGIS cluster (initialising it once); prints its URL."""
     from service.db import cluster
 
-    info = cluster.up()
+    try:
+        info = cluster.up(workers)
+    except cluster.ClusterError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     typer.echo(info.url)
 
 
 @db_app.command("down")
 def db_down() -> None:
-    """Stop the embedded local cluster."""
+    """Stop the embedded local cluster (every node of a Citus one)."""
     from service.db import cluster
 
     typer.echo("stopped" if cluster.down() else "not running")
@@ -56,7 +68,7 @@ def db_down() -> None:
 
 @db_app.command("status")
 def db_status() -> None:
-    """Report the embedded local cluster's state."""
+    """Report the embedded local cluster's state (every node of a Citus one)."""
     from service.db import cluster
 
     typer.echo(cluster.status())

@@ -3,6 +3,10 @@ copy of it (CREATE DATABASE … TEMPLATE) for each test that asks for one.
 
 DATABASE_URL selects an external server; otherwise the project's embedded local cluster is
 started; where neither works and a Docker engine answers, testcontainers starts postgis/postgis.
+
+TRIPS_TEST_CITUS=1 is the Citus pass (tests/citus_mode.py): one migrated database on a Citus
+coordinator (DATABASE_URL when it points at one, else a throwaway CitusCluster with two workers),
+emptied before each test instead of copied (Citus does not propagate CREATE DATABASE).
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from psycopg import sql
 
 from service.db.migrate import migrate
 from service.settings import Settings
+from tests import citus_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "raw" / "trips.csv"
 
 
 def _server_url() -> Iterator[str]:
+    if citus_mode.ON:
+        yield from citus_mode.coordinator_url()
+        return
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
@@ -56,6 +64,9 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
+    if citus_mode.ON:  # the one migrated database of the Citus pass
+        yield citus_mode.migrated(server_url)
+        return
     name = f"trips_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = _with_db(server_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -70,7 +81,11 @@ def template_db(server_url: str) -> Iterator[str]:
 
 def database_copy(server_url: str, template_db: str, prefix: str) -> Iterator[str]:
     """Yields the URL of a fresh copy of the migrated template; drops it afterwards. The body of
-    `db_url` (a copy per test) and of module-scoped fixtures (a copy per module)."""
+    `db_url` (a copy per test) and of module-scoped fixtures (a copy per module). In the Citus
+    pass: the one migrated database, emptied."""
+    if citus_mode.ON:
+        yield citus_mode.emptied(_with_db(server_url, template_db))
+        return
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = _with_db(server_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -130,6 +145,9 @@ def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     from service.db import cluster
 
+    if citus_mode.ON:
+        pytest.skip(citus_mode.PRIVATE_PG)
+
     try:
         cluster.pg_bindir()
     except cluster.ClusterError:
@@ -141,3 +159,7 @@ def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     yield pg
     pg.destroy()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    citus_mode.mark_skips(items)

@@ -141,7 +141,7 @@ def _save_info(info: ClusterInfo) -> None:
     f.write_text(json.dumps(asdict(info), indent=2))
 
 
-def _init(datadir: Path) -> None:
+def _init(datadir: Path, conf: dict[str, str] | None = None) -> None:
     datadir.parent.mkdir(parents=True, exist_ok=True)
     if _is_root():
         pw = pwd.getpwnam("postgres")
@@ -167,11 +167,11 @@ def _init(datadir: Path) -> None:
     )
     if res.returncode != 0:
         raise ClusterError(f"initdb failed: {res.stderr.strip()}")
-    conf = "\n".join(f"{k} = {v}" for k, v in SERVER_CONF.items())
+    settings = "\n".join(f"{k} = {v}" for k, v in {**SERVER_CONF, **(conf or {})}.items())
     auto = pgdata / "postgresql.auto.conf"
     content = auto.read_text() if auto.exists() else ""
     auto_tmp = datadir / "auto.conf.tmp"
-    auto_tmp.write_text(content + "\n# trips service\n" + conf + "\n")
+    auto_tmp.write_text(content + "\n# trips service\n" + settings + "\n")
     _run(["cp", str(auto_tmp), str(auto)])
     auto_tmp.unlink()
 
@@ -203,8 +203,18 @@ def _wait_ready(info: ClusterInfo, timeout: float = 60.0) -> None:
     raise ClusterError(f"local cluster did not accept connections; see {info.logfile}")
 
 
-def up() -> ClusterInfo:
-    """Initialise (once) and start the local cluster; create the database. Idempotent."""
+def up(workers: int | None = None) -> ClusterInfo:
+    """Initialise (once) and start the local cluster; create the database. Idempotent.
+
+    With `workers` (N > 0) the project's local cluster becomes a Citus cluster of a coordinator
+    and N workers (service/db/citus.py), and stays one until `workers=0` switches back; the
+    answer is then the coordinator's."""
+    from service.db import citus
+
+    if workers or (workers is None and citus.load_state() is not None):
+        return citus.up(workers).coordinator
+    if workers == 0:
+        citus.forget()
     info = load_info()
     if info is None or not (Path(info.datadir) / "data" / "PG_VERSION").exists():
         datadir = _default_datadir()
@@ -266,9 +276,12 @@ def _ensure_database(info: ClusterInfo) -> None:
 
 
 def down() -> bool:
+    from service.db import citus
+
+    stopped = citus.down() if citus.load_state() is not None else False
     info = load_info()
     if info is None or not is_running(info):
-        return False
+        return stopped
     _run(
         [
             str(pg_bindir() / "pg_ctl"),
@@ -291,8 +304,9 @@ class PrivateCluster:
     under /var/tmp or /tmp, not under a private home directory.
     """
 
-    def __init__(self, datadir: Path, port: int | None = None):
+    def __init__(self, datadir: Path, port: int | None = None, conf: dict[str, str] | None = None):
         self.info = ClusterInfo(str(datadir), port or _free_port(0), str(datadir / "server.log"))
+        self.conf = conf
 
     @property
     def url(self) -> str:
@@ -300,7 +314,7 @@ class PrivateCluster:
 
     def start(self) -> PrivateCluster:
         if not (Path(self.info.datadir) / "data" / "PG_VERSION").exists():
-            _init(Path(self.info.datadir))
+            _init(Path(self.info.datadir), self.conf)
         res = _run(
             [
                 str(pg_bindir() / "pg_ctl"),
@@ -347,6 +361,10 @@ class PrivateCluster:
 
 
 def status() -> str:
+    from service.db import citus
+
+    if citus.load_state() is not None:
+        return citus.status()
     info = load_info()
     if info is None:
         return "not initialised"

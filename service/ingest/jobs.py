@@ -182,7 +182,9 @@ def recover_stale(conn: Connection, stale_after_s: float, max_attempts: int) -> 
         ).fetchall()
         for job_id, attempts, pid in rows:
             if pid:
-                conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+                # ::integer: Citus adds pg_terminate_backend(bigint, …), and a small pid sent
+                # as smallint would match both.
+                conn.execute("SELECT pg_terminate_backend(%s::integer)", [pid])
             reason = f"worker lost (no heartbeat for {stale_after_s:g} s)"
             if attempts < max_attempts:
                 conn.execute(

@@ -1,7 +1,8 @@
 """Loading one claimed job: read → binary COPY into the job's own table → index → attach.
 
 1. ``CREATE TABLE trips_job_<id>`` and ``COPY … (FORMAT BINARY, FREEZE)`` of the validated rows
-   (with wal_level=minimal the new table's data skips WAL entirely), then COMMIT. The table is
+   (with wal_level=minimal the new table's data skips WAL entirely; on Citus the table is
+   distributed first and the COPY has no FREEZE: citus_load.py), then COMMIT. The table is
    not a partition of ``trips`` yet, so no query sees it. Parsing runs on a reader thread, a
    bounded queue ahead of the COPY; the rows go out in chunks of SORT_ROWS sorted by the summary
    grid's block and cell of their origin, so that the points of one cell sit on a few pages (the
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from service.ingest import jobs
+from service.ingest import citus_load, jobs
 from service.ingest.encode import COLUMNS, HEADER, TRAILER, encode_rows
 from service.ingest.indexes import IndexBuild, job_index_statements
 from service.ingest.reader import FileFormatError, TripReader
@@ -136,6 +137,7 @@ def load_job(
         beat.start()
         try:
             _drop_orphans(ctl, job.id)
+            citus = citus_load.is_citus(ctl)
             # The CHECK, declared on the empty table, lets ATTACH skip its scan (0.3 s a 2M-row
             # job when it was added after the load and validated by a scan of its own).
             load.execute(
@@ -143,6 +145,9 @@ def load_job(
                     table, sql.Identifier(f"trips_job_{job.id}_part"), sql.Literal(job.id)
                 )
             )
+            if citus:  # distributed before its COPY (service/ingest/citus_load.py)
+                citus_load.distribute_job_table(load, f"trips_job_{job.id}")
+                load.commit()
             with TripReader(path) as reader:
                 if reader.header.ignored:
                     ctl.execute(
@@ -152,7 +157,7 @@ def load_job(
                 _copy(
                     load,
                     ctl,
-                    table,
+                    (table, citus_load.copy_options(citus)),
                     job,
                     reader,
                     counts,
@@ -200,7 +205,7 @@ def _copy_to(conn: psycopg.Connection, statement: Any) -> Any:
 def _copy(
     load: psycopg.Connection,
     ctl: psycopg.Connection,
-    table: sql.Identifier,
+    target: tuple[sql.Identifier, sql.Composable],
     job: jobs.Job,
     reader: TripReader,
     counts: dict[str, Any],
@@ -243,8 +248,9 @@ def _copy(
             blocks.put(e)
 
     producer = threading.Thread(target=produce, name=f"reader-{job.id}", daemon=True)
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    table, options = target  # options: FREEZE except on Citus
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), options
     )
     last_report = 0.0
     try:
