@@ -355,13 +355,11 @@ BEGIN
     FROM job_clusters j
     WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
         = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket);
+    -- (ON CONFLICT rather than NOT EXISTS: Citus joins no local table with a distributed one)
     INSERT INTO trip_clusters
         (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
-    SELECT * FROM job_clusters j
-    WHERE NOT EXISTS (SELECT 1 FROM trip_clusters c
-                      WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
-                          = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket))
-    ORDER BY 1, 2, 3, 4, 5, 6;
+    SELECT * FROM job_clusters ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (region_id, ocx, ocy, dcx, dcy, bucket) DO NOTHING;
     DROP TABLE job_clusters;
 END
 $fn$;
