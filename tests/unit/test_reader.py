@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.ingest import reader
-from service.ingest.reader import PG_EPOCH_US, FileFormatError, TripReader
+from service.ingest import validate as reader_validation
+from service.ingest.reader import FileFormatError, TripReader
+from service.ingest.validate import PG_EPOCH_US
 
 HEADER = "region,origin_coord,destination_coord,datetime,datasource\n"
 GOOD = "Prague,POINT (14.4 50.0),POINT (14.5 50.1),2018-05-28 09:03:41,funny_car\n"
@@ -245,14 +247,16 @@ def test_canonical_datetimes_by_position_equal_the_regex(values: list[str]) -> N
     """_canon_datetimes reads the canonical values by byte position: exactly the values that
     _CANON_DATETIME matches, whatever their lengths (all 19 bytes, or mixed)."""
     col = pa.array(values, pa.string())
-    canon, digits = reader._canon_datetimes(col)
-    expected = [re.fullmatch(reader._CANON_DATETIME.strip("^$"), v) is not None for v in values]
+    canon, digits = reader_validation._canon_datetimes(col)
+    expected = [
+        re.fullmatch(reader_validation._CANON_DATETIME.strip("^$"), v) is not None for v in values
+    ]
     assert canon.tolist() == expected
     assert [bytes((digits[i] + 48).astype(np.uint8)).decode() for i in range(len(digits))] == [
         v for v, ok in zip(values, expected, strict=True) if ok
     ]
     # a null among them is not canonical, the others unchanged
-    canon, _ = reader._canon_datetimes(pa.array([None, *values], pa.string()))
+    canon, _ = reader_validation._canon_datetimes(pa.array([None, *values], pa.string()))
     assert canon.tolist() == [False, *expected]
 
 
@@ -269,8 +273,8 @@ def test_name_checks_on_candidates_equal_the_whole_column(values: list[str]) -> 
     """_names tests only the values that could fail (empty or starting with a whitespace byte;
     longer in bytes than the limit): the same reasons as testing every value with pyarrow."""
     got = np.full(len(values), None, dtype=object)
-    reader._names(pa.array(values, pa.string()), "region", got)
+    reader_validation._names(pa.array(values, pa.string()), "region", got)
     expected = np.full(len(values), None, dtype=object)
-    reader._names(pa.array(values, pa.large_string()), "region", expected)  # every value
+    reader_validation._names(pa.array(values, pa.large_string()), "region", expected)  # every value
     assert got.tolist() == expected.tolist()
     assert all(r is not None for v, r in zip(values, got, strict=True) if v == "" or len(v) > 200)
