@@ -238,6 +238,48 @@ CREATE TABLE trip_clusters (
 -- the merge of each region's (service/analytics/clusters.py).
 CREATE INDEX trip_clusters_region_trips ON trip_clusters (region_id, trips DESC);
 
+-- Each region's first `n` clusters by trips (of `regs`, or of every region), with the filters of
+-- GET /clusters: one index scan of (region_id, trips DESC) per region, so the store's top needs
+-- no index on trips alone (and on Citus each region is one shard's query).
+CREATE FUNCTION trip_clusters_top(n integer, regs integer[] DEFAULT NULL,
+                                  b0 integer DEFAULT 0, b1 integer DEFAULT 2147483647,
+                                  min_trips bigint DEFAULT 1, box box2d DEFAULT NULL)
+RETURNS SETOF trip_clusters LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    r integer;
+BEGIN
+    FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
+        RETURN QUERY
+        SELECT c.* FROM trip_clusters c
+        WHERE c.region_id = r AND c.bucket BETWEEN b0 AND b1 AND c.trips >= min_trips
+          AND (box IS NULL OR (c.sum_ox / c.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
+                               AND c.sum_oy / c.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
+        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
+        LIMIT n;
+    END LOOP;
+END
+$fn$;
+
+-- Each region's first `n` clusters by trips whose origin node lies in the box (widened by a
+-- node): one range of the key (region_id, ocx, ...) per region (the map's cluster tiles).
+CREATE FUNCTION trip_clusters_near(box box2d, n integer) RETURNS SETOF trip_clusters
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    r integer;
+    cell double precision := (SELECT p.cell FROM trip_cluster_params p);
+BEGIN
+    FOR r IN SELECT g.id FROM regions g ORDER BY g.id LOOP
+        RETURN QUERY
+        SELECT c.* FROM trip_clusters c
+        WHERE c.region_id = r
+          AND c.ocx BETWEEN round(ST_XMin(box) / cell) - 1 AND round(ST_XMax(box) / cell) + 1
+          AND c.ocy BETWEEN round(ST_YMin(box) / cell) - 1 AND round(ST_YMax(box) / cell) + 1
+        ORDER BY c.trips DESC
+        LIMIT n;
+    END LOOP;
+END
+$fn$;
+
 -- The cluster rows of a table with the columns of `trips`: the SQL definition of the clusters.
 -- A node index is rint(x / cell) (PostGIS rounds halfway values to even); recovered from the
 -- snapped coordinate k * cell by round(), which is exact for it.

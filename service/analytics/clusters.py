@@ -28,23 +28,16 @@ if TYPE_CHECKING:  # shapely (behind area) costs a quarter second of start-up to
 log = logging.getLogger("trips.analytics")
 MAX_LIMIT = 1000
 
-# Each region's first `limit` matches through the index (region_id, trips DESC), then merged:
-# the store's top without an index of its own on trips.
+# Each region's first `limit` matches (trip_clusters_top, one index scan per region), merged.
 _SELECT = sql.SQL("""
     SELECT r.name AS region, c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips,
            c.sum_ox / c.trips AS ox, c.sum_oy / c.trips AS oy,
            c.sum_dx / c.trips AS dx, c.sum_dy / c.trips AS dy
-    FROM regions r CROSS JOIN LATERAL (
-        SELECT * FROM trip_clusters c
-        WHERE c.region_id = r.id
-          AND c.bucket BETWEEN %(b0)s AND %(b1)s
-          AND c.trips >= %(min_trips)s
-          AND (%(minx)s::float8 IS NULL OR (
-                c.sum_ox / c.trips BETWEEN %(minx)s AND %(maxx)s
-                AND c.sum_oy / c.trips BETWEEN %(miny)s AND %(maxy)s))
-        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
-        LIMIT %(limit)s) c
-    WHERE %(regions)s::int[] IS NULL OR r.id = ANY(%(regions)s::int[])
+    FROM trip_clusters_top(%(limit)s, %(regions)s::int[], %(b0)s, %(b1)s, %(min_trips)s,
+                           CASE WHEN %(minx)s::float8 IS NULL THEN NULL
+                                ELSE ST_MakeBox2D(ST_MakePoint(%(minx)s, %(miny)s),
+                                                  ST_MakePoint(%(maxx)s, %(maxy)s)) END) c
+    JOIN regions r ON r.id = c.region_id
     ORDER BY c.trips DESC, c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
     LIMIT %(limit)s""")
 

@@ -86,21 +86,10 @@ CLUSTERS = sql.SQL("""
 # (widened by a node), through the key (region_id, ocx, ...), in the regions that meet the tile.
 TOP_ZOOM = 10
 TOP_CLUSTERS = 5_000
-_TOP = sql.SQL("""SELECT c.* FROM regions r0 CROSS JOIN LATERAL (
-        SELECT * FROM trip_clusters c WHERE c.region_id = r0.id
-        ORDER BY c.trips DESC LIMIT {}) c""").format(sql.Literal(TOP_CLUSTERS))
-_IN_TILE = sql.SQL("""SELECT c.* FROM trip_clusters c, trip_cluster_params p, env
-        WHERE c.region_id IN (
-                SELECT DISTINCT w.region_id FROM weekly_cell_trips w, trip_grid g
-                WHERE w.side = 'O'
-                  AND w.cx BETWEEN floor(ST_XMin(env.ll) / (g.cell * g.block))
-                               AND floor(ST_XMax(env.ll) / (g.cell * g.block))
-                  AND w.cy BETWEEN floor(ST_YMin(env.ll) / (g.cell * g.block))
-                               AND floor(ST_YMax(env.ll) / (g.cell * g.block)))
-          AND c.ocx BETWEEN round(ST_XMin(env.ll) / p.cell) - 1
-                        AND round(ST_XMax(env.ll) / p.cell) + 1
-          AND c.ocy BETWEEN round(ST_YMin(env.ll) / p.cell) - 1
-                        AND round(ST_YMax(env.ll) / p.cell) + 1""")
+_TOP = sql.SQL("SELECT * FROM trip_clusters_top({})").format(sql.Literal(TOP_CLUSTERS))
+_IN_TILE = sql.SQL("SELECT * FROM env, LATERAL trip_clusters_near(Box2D(env.ll), {}) c").format(
+    sql.Literal(MAX_CLUSTERS)
+)
 
 WORLD = 2 * 20037508.342789244  # Web Mercator's width in metres
 
