@@ -54,6 +54,21 @@ def bucket_label(bucket: int, minutes: int) -> str:
     return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
 
 
+def feature(r: dict[str, Any], minutes: int) -> dict[str, Any]:
+    """A cluster row as a GeoJSON Feature: its mean origin → mean destination."""
+    return {
+        "type": "Feature",
+        "geometry": {"type": "LineString", "coordinates": [[r["ox"], r["oy"]], [r["dx"], r["dy"]]]},
+        "properties": {
+            "region": r["region"],
+            "origin_cell": [r["ocx"], r["ocy"]],
+            "destination_cell": [r["dcx"], r["dcy"]],
+            "time_bucket": bucket_label(r["bucket"], minutes),
+            "trips": r["trips"],
+        },
+    }
+
+
 def parse_time(value: str | None, name: str, default: int) -> int:
     """'HH:MM' (or 'HH') as minutes since midnight; 24:00 allowed as the end of the day."""
     if value is None or value == "":
@@ -99,23 +114,7 @@ async def clusters(
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as c:
         await c.execute(_SELECT, p)
         rows = await c.fetchall()
-    features = [
-        {
-            "type": "Feature",
-            "geometry": {
-                "type": "LineString",
-                "coordinates": [[r["ox"], r["oy"]], [r["dx"], r["dy"]]],
-            },
-            "properties": {
-                "region": r["region"],
-                "origin_cell": [r["ocx"], r["ocy"]],
-                "destination_cell": [r["dcx"], r["dcy"]],
-                "time_bucket": bucket_label(r["bucket"], minutes),
-                "trips": r["trips"],
-            },
-        }
-        for r in rows
-    ]
+    features = [feature(r, minutes) for r in rows]
     return {
         "type": "FeatureCollection",
         "features": features,

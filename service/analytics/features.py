@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from service.analytics import clusters as cluster_rows
 from service.api.ogc_params import Box, Interval
 
 TRIP_ID = r"[1-9][0-9]{0,18}"
@@ -38,31 +39,29 @@ BOX = sql.SQL("""(CASE
 SUMMARY = sql.SQL("""
     SELECT trips AS n, minx, miny, maxx, maxy, spanx, spany, t0, t1 FROM trip_extent""")
 
-TRIPS = sql.SQL("""
+_TRIP_ROWS = """
     SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
            ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
            ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy
     FROM trips t
     JOIN regions r ON r.id = t.region_id
-    JOIN datasources d ON d.id = t.datasource_id
+    JOIN datasources d ON d.id = t.datasource_id"""
+
+TRIPS = sql.SQL(
+    _TRIP_ROWS
+    + """
     WHERE t.id > %(after)s
       AND (%(t0)s::timestamp IS NULL OR t.started_at >= %(t0)s::timestamp)
       AND (%(t1)s::timestamp IS NULL OR t.started_at < %(t1)s::timestamp)
       AND {area}
     ORDER BY t.id
-    LIMIT %(limit)s""")
+    LIMIT %(limit)s"""
+)
 
 TRIP_AREA = sql.SQL("""t.origin && ST_MakeEnvelope(%(wminx)s, %(wminy)s, %(wmaxx)s, %(wmaxy)s, 4326)
       AND ST_Intersects(ST_MakeLine(t.origin, t.destination), {box})""").format(box=BOX)
 
-TRIP = sql.SQL("""
-    SELECT t.id, r.name AS region, d.name AS datasource, t.started_at,
-           ST_X(t.origin) AS ox, ST_Y(t.origin) AS oy,
-           ST_X(t.destination) AS dx, ST_Y(t.destination) AS dy
-    FROM trips t
-    JOIN regions r ON r.id = t.region_id
-    JOIN datasources d ON d.id = t.datasource_id
-    WHERE t.id = %(id)s""")
+TRIP = sql.SQL(_TRIP_ROWS + "\n    WHERE t.id = %(id)s")
 
 # Clusters: the line from the mean origin to the mean destination (trip_clusters' `geom`).
 CLUSTER_LINE = sql.SQL("c.geom")
@@ -177,11 +176,6 @@ async def trip(conn: AsyncConnection, trip_id: int) -> dict[str, Any] | None:
     return trip_feature(r) if r else None
 
 
-def bucket_label(bucket: int, minutes: int) -> str:
-    start, end = bucket * minutes, (bucket + 1) * minutes
-    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
-
-
 def cluster_id(r: dict[str, Any]) -> str:
     return "_".join(str(r[k]) for k in ("region_id", "ocx", "ocy", "dcx", "dcy", "bucket"))
 
@@ -195,18 +189,7 @@ def cluster_key(text: str) -> list[int]:
 
 
 def cluster_feature(r: dict[str, Any], minutes: int) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": cluster_id(r),
-        "geometry": {"type": "LineString", "coordinates": [[r["ox"], r["oy"]], [r["dx"], r["dy"]]]},
-        "properties": {
-            "region": r["region"],
-            "origin_cell": [r["ocx"], r["ocy"]],
-            "destination_cell": [r["dcx"], r["dcy"]],
-            "time_bucket": bucket_label(r["bucket"], minutes),
-            "trips": r["trips"],
-        },
-    }
+    return {"id": cluster_id(r), **cluster_rows.feature(r, minutes)}
 
 
 async def bucket_minutes(conn: AsyncConnection) -> int:
