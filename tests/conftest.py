@@ -121,7 +121,6 @@ def settings(db_url: str, inbox: Path, tmp_path: Path) -> Settings:
         data_dir=inbox,
         upload_dir=tmp_path / "uploads",
         api_log=None,
-        columns_dir=None,
         watch_inbox=False,
         heartbeat_seconds=1.0,
         stale_after_seconds=5.0,
