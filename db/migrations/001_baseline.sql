@@ -417,6 +417,16 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
         ST_XMin(area), ST_YMin(area), ST_XMax(area), ST_YMax(area), ST_SRID(area)))
 $$;
 
+-- Does the area hold every point whose cell (floor) is `env`'s? The cell's square widened by
+-- 1e-9 degrees must be covered: by coordinates for a box, else ST_Covers.
+CREATE FUNCTION trips_area_covers_cell(area geometry, env geometry, is_box boolean)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN is_box
+        THEN ST_XMin(env) - 1e-9 >= ST_XMin(area) AND ST_XMax(env) + 1e-9 <= ST_XMax(area)
+         AND ST_YMin(env) - 1e-9 >= ST_YMin(area) AND ST_YMax(env) + 1e-9 <= ST_YMax(area)
+        ELSE ST_Covers(area, ST_Expand(env, 1e-9)) END
+$$;
+
 -- Trips per week of the window [w0, w0 + 7 * n) with one end ('o' origin, 'd' destination) in
 -- the area, for the regions `regs` (NULL: all). The summary grid does the inside: every stored
 -- block, then cell, whose envelope (widened by 1e-9 degrees, so that a point floor() puts in a
@@ -436,15 +446,11 @@ DECLARE
     g   double precision;
     b   integer;
     is_box boolean := trips_area_is_box(area);
-    x0 double precision := ST_XMin(area);
-    y0 double precision := ST_YMin(area);
-    x1 double precision := ST_XMax(area);
-    y1 double precision := ST_YMax(area);
     wide geometry := ST_Expand(area, eps);
     big "char" := upper(p_side::text)::"char";
     col text := CASE p_side WHEN 'o' THEN 'origin' ELSE 'destination' END;
     in_bx int[]; in_by int[]; cut_bx int[]; cut_by int[];
-    in_cx int[]; in_cy int[];
+    in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
     r_x0 int[]; r_x1 int[]; r_y0 int[]; r_y1 int[];
     inside text;
 BEGIN
@@ -454,19 +460,16 @@ BEGIN
            array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered)
     INTO in_bx, in_by, cut_bx, cut_by
     FROM (SELECT k.cx, k.cy,
-                 CASE WHEN is_box THEN ST_XMin(k.env) - eps >= x0 AND ST_XMax(k.env) + eps <= x1
-                                   AND ST_YMin(k.env) - eps >= y0 AND ST_YMax(k.env) + eps <= y1
-                      ELSE ST_Covers(area, ST_Expand(k.env, eps)) END AS covered
+                 trips_area_covers_cell(area, k.env, is_box) AS covered
           FROM trip_cells k
           WHERE k.side = big AND k.env && wide
             AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
 
-    SELECT array_agg(c.cx) FILTER (WHERE c.covered), array_agg(c.cy) FILTER (WHERE c.covered)
-    INTO in_cx, in_cy
+    SELECT array_agg(c.cx) FILTER (WHERE c.covered), array_agg(c.cy) FILTER (WHERE c.covered),
+           array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered)
+    INTO in_cx, in_cy, cut_cx, cut_cy
     FROM (SELECT k.cx, k.cy,
-                 CASE WHEN is_box THEN ST_XMin(k.env) - eps >= x0 AND ST_XMax(k.env) + eps <= x1
-                                   AND ST_YMin(k.env) - eps >= y0 AND ST_YMax(k.env) + eps <= y1
-                      ELSE ST_Covers(area, ST_Expand(k.env, eps)) END AS covered
+                 trips_area_covers_cell(area, k.env, is_box) AS covered
           FROM unnest(cut_bx, cut_by) AS p(bx, by)
           JOIN trip_cells k ON k.side = p_side AND k.cx BETWEEN p.bx * b AND p.bx * b + b - 1
                            AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
@@ -481,16 +484,7 @@ BEGIN
                 FROM (SELECT v.cy, min(v.cx) AS ax0, max(v.cx) AS ax1
                       FROM (SELECT k.cx, k.cy,
                                    k.cx - row_number() OVER (PARTITION BY k.cy ORDER BY k.cx) AS grp
-                            FROM unnest(cut_bx, cut_by) AS p(bx, by)
-                            JOIN trip_cells k
-                              ON k.side = p_side AND k.cx BETWEEN p.bx * b AND p.bx * b + b - 1
-                             AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
-                            WHERE k.env && wide
-                              AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))
-                              AND NOT (CASE WHEN is_box
-                                  THEN ST_XMin(k.env) - eps >= x0 AND ST_XMax(k.env) + eps <= x1
-                                   AND ST_YMin(k.env) - eps >= y0 AND ST_YMax(k.env) + eps <= y1
-                                  ELSE ST_Covers(area, ST_Expand(k.env, eps)) END)) v
+                            FROM unnest(cut_cx, cut_cy) AS k(cx, cy)) v
                       GROUP BY v.cy, v.grp) r) h
           GROUP BY h.ax0, h.ax1, h.grp) q;
 
@@ -521,7 +515,7 @@ BEGIN
               AND ($3::int[] IS NULL OR t.region_id = ANY($3))
         ) s GROUP BY s.week
     $q$, col, inside)
-    USING w0, w1, regs, g, x0, x1, y0, y1, area,
+    USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
           in_bx, in_by, big, in_cx, in_cy, p_side, r_x0, r_x1, r_y0, r_y1;
 END
 $fn$;
