@@ -238,6 +238,39 @@ CREATE TABLE trip_clusters (
 -- the merge of each region's (service/analytics/clusters.py).
 CREATE INDEX trip_clusters_region_trips ON trip_clusters (region_id, trips DESC);
 
+-- Each region's first 5,000 clusters in the order of trip_clusters_top (trips, then key): a small
+-- copy refreshed by every ingestion for the regions it touched (trip_cluster_tops_refresh), with
+-- GiST on the lines, for the map's cluster tiles at the zooms where a tile holds too many clusters
+-- to read them all (service/analytics/tiles.py). 25,000 rows for five regions whatever the store.
+CREATE TABLE trip_cluster_tops (
+    region_id integer NOT NULL,
+    ocx       integer NOT NULL,
+    ocy       integer NOT NULL,
+    dcx       integer NOT NULL,
+    dcy       integer NOT NULL,
+    bucket    integer NOT NULL,
+    trips     bigint NOT NULL,
+    geom      geometry(LineString, 4326) NOT NULL,
+    PRIMARY KEY (region_id, ocx, ocy, dcx, dcy, bucket)
+);
+CREATE INDEX trip_cluster_tops_geom ON trip_cluster_tops USING gist (geom);
+
+CREATE FUNCTION trip_cluster_tops_refresh(regs integer[] DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r integer;
+BEGIN
+    FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
+        DELETE FROM trip_cluster_tops t WHERE t.region_id = r;
+        INSERT INTO trip_cluster_tops (region_id, ocx, ocy, dcx, dcy, bucket, trips, geom)
+        SELECT c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips, c.geom
+        FROM trip_clusters c WHERE c.region_id = r
+        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
+        LIMIT 5000;
+    END LOOP;
+END
+$fn$;
+
 -- Each region's first `n` clusters by trips (of `regs`, or of every region), with the filters of
 -- GET /clusters: one index scan of (region_id, trips DESC) per region, so the store's top needs
 -- no index on trips alone (and on Citus each region is one shard's query).
@@ -261,19 +294,22 @@ END
 $fn$;
 
 -- Each region's first `n` clusters by trips whose origin node lies in the box (widened by a
--- node): one range of the key (region_id, ocx, ...) per region (the map's cluster tiles).
+-- node): one tight range of the key (region_id, ocx, ocy) per column of nodes (`ocx = ANY`), so
+-- only the clusters of the box's own nodes are read (the map's cluster tiles when zoomed in).
 CREATE FUNCTION trip_clusters_near(box box2d, n integer) RETURNS SETOF trip_clusters
 LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     r integer;
     cell double precision := (SELECT p.cell FROM trip_cluster_params p);
+    xs integer[] := ARRAY(SELECT generate_series(round(ST_XMin(box) / cell)::int - 1,
+                                                 round(ST_XMax(box) / cell)::int + 1));
+    y0 integer := round(ST_YMin(box) / cell)::int - 1;
+    y1 integer := round(ST_YMax(box) / cell)::int + 1;
 BEGIN
     FOR r IN SELECT g.id FROM regions g ORDER BY g.id LOOP
         RETURN QUERY
         SELECT c.* FROM trip_clusters c
-        WHERE c.region_id = r
-          AND c.ocx BETWEEN round(ST_XMin(box) / cell) - 1 AND round(ST_XMax(box) / cell) + 1
-          AND c.ocy BETWEEN round(ST_YMin(box) / cell) - 1 AND round(ST_YMax(box) / cell) + 1
+        WHERE c.region_id = r AND c.ocx = ANY(xs) AND c.ocy BETWEEN y0 AND y1
         ORDER BY c.trips DESC
         LIMIT n;
     END LOOP;
@@ -402,6 +438,7 @@ BEGIN
         (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
     SELECT * FROM job_clusters ORDER BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (region_id, ocx, ocy, dcx, dcy, bucket) DO NOTHING;
+    PERFORM trip_cluster_tops_refresh(ARRAY(SELECT DISTINCT j.region_id FROM job_clusters j));
     DROP TABLE job_clusters;
 END
 $fn$;
@@ -451,7 +488,8 @@ DECLARE
     col text := CASE p_side WHEN 'o' THEN 'origin' ELSE 'destination' END;
     in_bx int[]; in_by int[]; cut_bx int[]; cut_by int[];
     in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
-    r_x0 int[]; r_x1 int[]; r_y0 int[]; r_y1 int[];
+    rects geometry[];
+    cut_keys bigint[];
     inside text;
 BEGIN
     SELECT t.cell, t.block INTO g, b FROM trip_grid t;
@@ -475,9 +513,13 @@ BEGIN
                            AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
           WHERE k.env && wide AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
 
-    -- the cut cells as rectangles: runs along each row, then runs of equal runs up the rows
-    SELECT array_agg(q.ax0), array_agg(q.ax1), array_agg(q.ay0), array_agg(q.ay1)
-    INTO r_x0, r_x1, r_y0, r_y1
+    -- the cut cells as rectangles (runs along each row, then runs of equal runs up the rows),
+    -- each clipped to the area's bounds: the GiST scans fetch no point the area cannot hold
+    SELECT array_agg(ST_MakeEnvelope(greatest(q.ax0 * g - eps, ST_XMin(area)),
+                                     greatest(q.ay0 * g - eps, ST_YMin(area)),
+                                     least((q.ax1 + 1) * g + eps, ST_XMax(area)),
+                                     least((q.ay1 + 1) * g + eps, ST_YMax(area)), 4326))
+    INTO rects
     FROM (SELECT h.ax0, h.ax1, min(h.cy) AS ay0, max(h.cy) AS ay1
           FROM (SELECT r.cy, r.ax0, r.ax1,
                        r.cy - row_number() OVER (PARTITION BY r.ax0, r.ax1 ORDER BY r.cy) AS grp
@@ -487,10 +529,14 @@ BEGIN
                             FROM unnest(cut_cx, cut_cy) AS k(cx, cy)) v
                       GROUP BY v.cy, v.grp) r) h
           GROUP BY h.ax0, h.ax1, h.grp) q;
+    -- the cut cells' keys, cx * 2^32 + cy: a point is read raw when its cell is one of them
+    cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
 
     inside := CASE WHEN is_box
         THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
         ELSE format('ST_Covers($9, t.%I)', col) END;
+    -- the raw points: one bitmap heap scan over the rectangles' GiST scans (`&& ANY`), each
+    -- point's cell looked up in the cut cells' keys (a hashed `= ANY`), then tested exactly
     RETURN QUERY EXECUTE format($q$
         SELECT s.week, sum(s.n)::bigint FROM (
             SELECT w.week, w.trips AS n
@@ -503,20 +549,19 @@ BEGIN
             JOIN weekly_cell_trips w ON w.side = $15 AND w.cx = k.cx AND w.cy = k.cy
             WHERE w.week BETWEEN $1 AND $2 AND ($3::int[] IS NULL OR w.region_id = ANY($3))
             UNION ALL
-            SELECT date_trunc('week', t.started_at)::date, 1
-            FROM unnest($16, $17, $18, $19) AS r(ax0, ax1, ay0, ay1)
-            JOIN trips t ON t.%1$I && ST_MakeEnvelope(r.ax0 * $4 - 1e-9, r.ay0 * $4 - 1e-9,
-                                                     (r.ax1 + 1) * $4 + 1e-9,
-                                                     (r.ay1 + 1) * $4 + 1e-9, 4326)
-            WHERE floor(ST_X(t.%1$I) / $4) BETWEEN r.ax0 AND r.ax1
-              AND floor(ST_Y(t.%1$I) / $4) BETWEEN r.ay0 AND r.ay1
+            SELECT date_trunc('week', t.started_at)::date, count(*)
+            FROM trips t
+            WHERE t.%1$I && ANY($16::geometry[])
+              AND floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
+                  = ANY($17::bigint[])
               AND %2$s
               AND t.started_at >= $1 AND t.started_at < $2 + 7
               AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+            GROUP BY 1
         ) s GROUP BY s.week
     $q$, col, inside)
     USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
-          in_bx, in_by, big, in_cx, in_cy, p_side, r_x0, r_x1, r_y0, r_y1;
+          in_bx, in_by, big, in_cx, in_cy, p_side, rects, cut_keys;
 END
 $fn$;
 

@@ -151,7 +151,7 @@ def rebuild(conn: psycopg.Connection, cell: float, bucket_minutes: int) -> int:
     with conn.transaction():
         conn.execute("SET LOCAL work_mem = '256MB'")
         conn.execute("SELECT trip_rollups_lock()")
-        conn.execute("TRUNCATE trip_clusters")
+        conn.execute("TRUNCATE trip_clusters, trip_cluster_tops")
         conn.execute(
             "UPDATE trip_cluster_params SET cell = %s, bucket_minutes = %s", [cell, bucket_minutes]
         )
@@ -163,4 +163,6 @@ def rebuild(conn: psycopg.Connection, cell: float, bucket_minutes: int) -> int:
                FROM trip_cluster_rows('trips', %s, %s)""",
             [cell, bucket_minutes],
         )
-    return cur.rowcount
+        n = cur.rowcount
+        conn.execute("SELECT trip_cluster_tops_refresh()")
+    return n

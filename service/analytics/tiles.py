@@ -12,8 +12,8 @@
   in the tile (a line that crosses the tile with both ends outside is left out of that tile;
   at these zooms a city's trips end within a tile or its neighbours), at most MAX_TRIPS;
 - clusters: the clusters' lines (mean origin → mean destination), most trips first, at most
-  MAX_CLUSTERS, with `trips`: below TOP_ZOOM the busiest of each region that meet the tile, from
-  TOP_ZOOM those whose origin node is in the tile (see `_IN_TILE`).
+  MAX_CLUSTERS, with `trips`: below TOP_ZOOM the busiest of each region (its first 5,000) that
+  meet the tile, from TOP_ZOOM those whose origin node is in the tile (see `_IN_TILE`).
 """
 
 from __future__ import annotations
@@ -81,12 +81,13 @@ CLUSTERS = sql.SQL("""
     )
     SELECT ST_AsMVT(mvt.*, 'clusters', {extent}, 'geom') FROM mvt WHERE geom IS NOT NULL""")
 
-# Below TOP_ZOOM a tile covers most of a region: the busiest TOP_CLUSTERS of each region (the
-# index on region_id, trips DESC). From TOP_ZOOM: the clusters whose origin node lies in the tile
-# (widened by a node), through the key (region_id, ocx, ...), in the regions that meet the tile.
-TOP_ZOOM = 10
-TOP_CLUSTERS = 5_000
-_TOP = sql.SQL("SELECT * FROM trip_clusters_top({})").format(sql.Literal(TOP_CLUSTERS))
+# Below TOP_ZOOM a tile holds up to a whole city's clusters (millions at 100M): it draws the
+# busiest of each region, from the copy trip_cluster_tops (each region's first 5,000 by trips,
+# refreshed by every ingestion), through its GiST on the lines. From TOP_ZOOM a tile spans a few
+# nodes: the clusters whose origin node lies in it (widened by a node), through the key
+# (region_id, ocx, ocy), one range per column of nodes (trip_clusters_near).
+TOP_ZOOM = 14
+_TOP = sql.SQL("SELECT * FROM trip_cluster_tops")
 _IN_TILE = sql.SQL("SELECT * FROM env, LATERAL trip_clusters_near(Box2D(env.ll), {}) c").format(
     sql.Literal(MAX_CLUSTERS)
 )

@@ -44,6 +44,9 @@ SERVER_CONF = {
     "max_parallel_maintenance_workers": "2",
     "random_page_cost": "1.1",
     "jit": "off",
+    # bitmap heap scans prefetch this many pages ahead (posix_fadvise): the raw reads of a
+    # store larger than memory
+    "effective_io_concurrency": "64",
     "logging_collector": "off",
     "unix_socket_directories": "''",
     "timezone": "'UTC'",

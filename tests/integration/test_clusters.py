@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import mapbox_vector_tile
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from geojson_pydantic import FeatureCollection
 from typer.testing import CliRunner
 
+from service.analytics import tiles
 from service.analytics.clusters import bucket_label
 from service.api.app import create_app
 from service.settings import Settings
 from tests import citus_mode
-from tests.helpers import ingest
+from tests.helpers import ingest, query
 from tests.integration.analytics_data import Trip, brute_clusters, make_trips, write_csv
 
 
@@ -198,3 +201,56 @@ def test_bad_cluster_requests(loaded: tuple[TestClient, list[Trip]]) -> None:
         assert client.get("/clusters", params=params).status_code == 422, params
     r = client.get("/clusters", params={"region": "Atlantis"})
     assert r.status_code == 404 and "Zürich" in r.json()["detail"]
+
+
+def test_cluster_tops_are_each_regions_first_clusters(
+    loaded: tuple[TestClient, list[Trip]], db_url: str
+) -> None:
+    """trip_cluster_tops (the map's low-zoom cluster tiles) holds each region's first 5,000
+    clusters in the order of trip_clusters_top, after every ingestion and after a rebuild."""
+    _, trips = loaded
+    brute = brute_clusters(trips, 0.01, 60)
+    expected: dict[str, list] = {}
+    for (region, *key), (n, *_) in brute.items():
+        expected.setdefault(region.lower(), []).append((-n, *key))
+    q = """SELECT lower(r.name), t.ocx, t.ocy, t.dcx, t.dcy, t.bucket, t.trips
+           FROM trip_cluster_tops t JOIN regions r ON r.id = t.region_id"""
+    rows = query(db_url, q)
+    got: dict[str, list] = {}
+    for r in rows:
+        got.setdefault(r["lower"], []).append(
+            (-r["trips"], r["ocx"], r["ocy"], r["dcx"], r["dcy"], r["bucket"])
+        )
+    assert got.keys() == expected.keys()
+    for region, want in expected.items():
+        assert sorted(got[region]) == sorted(want)[:5000], region
+
+
+def test_cluster_tile_zoomed_in_holds_the_clusters_of_its_nodes(
+    loaded: tuple[TestClient, list[Trip]],
+) -> None:
+    """From the exact zoom a cluster tile holds every cluster whose origin node lies in the tile
+    (widened by a node) and whose line meets the tile's buffered square: checked against the
+    brute-force clusters whose mean origin is well inside the tile."""
+    client, trips = loaded
+    brute = brute_clusters(trips, 0.01, 60)
+    top = max(brute.values(), key=lambda v: v[0])
+    lon, lat = top[1] / top[0], top[2] / top[0]  # the busiest cluster's mean origin
+    z = tiles.TOP_ZOOM
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    x0, x1 = x / n * 360 - 180, (x + 1) / n * 360 - 180
+    y1 = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / n))))
+    y0 = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * (y + 1) / n))))
+    inner = [
+        k
+        for k, (c, sox, soy, *_) in brute.items()
+        if x0 + 1e-4 < sox / c < x1 - 1e-4 and y0 + 1e-4 < soy / c < y1 - 1e-4
+    ]
+    assert inner, "the test data should put clusters in the tile"
+    r = client.get(f"/collections/clusters/tiles/WebMercatorQuad/{z}/{y}/{x}")
+    assert r.status_code == 200
+    feats = mapbox_vector_tile.decode(r.content)["clusters"]["features"]
+    assert len(feats) >= len(inner)
+    assert sum(f["properties"]["trips"] for f in feats) >= sum(brute[k][0] for k in inner)
