@@ -209,7 +209,8 @@ INSERT INTO trip_extent DEFAULT VALUES;
 CREATE TABLE trip_cluster_params (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     cell           double precision NOT NULL CHECK (cell > 0),
-    bucket_minutes integer NOT NULL CHECK (bucket_minutes > 0 AND 1440 % bucket_minutes = 0)
+    bucket_minutes integer NOT NULL CHECK (bucket_minutes > 0 AND 1440 % bucket_minutes = 0),
+    tops           integer NOT NULL DEFAULT 5000 CHECK (tops > 0)  -- trip_cluster_tops per region
 );
 INSERT INTO trip_cluster_params VALUES (true, 0.01, 60);
 
@@ -238,19 +239,13 @@ CREATE TABLE trip_clusters (
 -- the merge of each region's (service/analytics/clusters.py).
 CREATE INDEX trip_clusters_region_trips ON trip_clusters (region_id, trips DESC);
 
--- Each region's first 5,000 clusters in the order of trip_clusters_top (trips, then key): a small
+-- Each region's first `tops` (5,000) clusters in the order of trip_clusters_top (trips, then key): a small
 -- copy refreshed by every ingestion for the regions it touched (trip_cluster_tops_refresh), with
 -- GiST on the lines, for the map's cluster tiles at the zooms where a tile holds too many clusters
 -- to read them all (service/analytics/tiles.py). 25,000 rows for five regions whatever the store.
+-- (LIKE copies the columns; `geom` becomes a plain column holding the line.)
 CREATE TABLE trip_cluster_tops (
-    region_id integer NOT NULL,
-    ocx       integer NOT NULL,
-    ocy       integer NOT NULL,
-    dcx       integer NOT NULL,
-    dcy       integer NOT NULL,
-    bucket    integer NOT NULL,
-    trips     bigint NOT NULL,
-    geom      geometry(LineString, 4326) NOT NULL,
+    LIKE trip_clusters,
     PRIMARY KEY (region_id, ocx, ocy, dcx, dcy, bucket)
 );
 CREATE INDEX trip_cluster_tops_geom ON trip_cluster_tops USING gist (geom);
@@ -259,36 +254,59 @@ CREATE FUNCTION trip_cluster_tops_refresh(regs integer[] DEFAULT NULL) RETURNS v
 LANGUAGE plpgsql AS $fn$
 DECLARE
     r integer;
+    k integer := (SELECT p.tops FROM trip_cluster_params p);
 BEGIN
     FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
         DELETE FROM trip_cluster_tops t WHERE t.region_id = r;
-        INSERT INTO trip_cluster_tops (region_id, ocx, ocy, dcx, dcy, bucket, trips, geom)
-        SELECT c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket, c.trips, c.geom
-        FROM trip_clusters c WHERE c.region_id = r
+        INSERT INTO trip_cluster_tops
+        SELECT c.* FROM trip_clusters c WHERE c.region_id = r
         ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
-        LIMIT 5000;
+        LIMIT k;
     END LOOP;
 END
 $fn$;
 
 -- Each region's first `n` clusters by trips (of `regs`, or of every region), with the filters of
--- GET /clusters: one index scan of (region_id, trips DESC) per region, so the store's top needs
--- no index on trips alone (and on Citus each region is one shard's query).
+-- GET /clusters. From the region's copy in trip_cluster_tops (its first `tops` in this order) when
+-- that holds the answer: at least `n` of its rows pass the filters, or it holds the whole region
+-- (any cluster outside it comes after all of it in this order, so the answer is the same);
+-- else one index scan of (region_id, trips DESC). The store's top needs no index on trips alone
+-- (and on Citus each region is one shard's query).
 CREATE FUNCTION trip_clusters_top(n integer, regs integer[] DEFAULT NULL,
                                   b0 integer DEFAULT 0, b1 integer DEFAULT 2147483647,
                                   min_trips bigint DEFAULT 1, box box2d DEFAULT NULL)
 RETURNS SETOF trip_clusters LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     r integer;
+    k integer := (SELECT p.tops FROM trip_cluster_params p);
+    held bigint;
+    passing bigint;
 BEGIN
     FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
-        RETURN QUERY
-        SELECT c.* FROM trip_clusters c
-        WHERE c.region_id = r AND c.bucket BETWEEN b0 AND b1 AND c.trips >= min_trips
-          AND (box IS NULL OR (c.sum_ox / c.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
-                               AND c.sum_oy / c.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
-        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
-        LIMIT n;
+        SELECT count(*), count(*) FILTER (WHERE t.bucket BETWEEN b0 AND b1
+                                           AND t.trips >= min_trips
+                                           AND (box IS NULL OR (
+                                               t.sum_ox / t.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
+                                               AND t.sum_oy / t.trips BETWEEN ST_YMin(box) AND ST_YMax(box))))
+        INTO held, passing
+        FROM trip_cluster_tops t WHERE t.region_id = r;
+        IF passing >= n OR held < k THEN
+            RETURN QUERY
+            SELECT t.* FROM trip_cluster_tops t
+            WHERE t.region_id = r AND t.bucket BETWEEN b0 AND b1 AND t.trips >= min_trips
+              AND (box IS NULL OR (t.sum_ox / t.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
+                                   AND t.sum_oy / t.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
+            ORDER BY t.trips DESC, t.ocx, t.ocy, t.dcx, t.dcy, t.bucket
+            LIMIT n;
+        ELSE
+            RETURN QUERY
+            SELECT c.* FROM trip_clusters c
+            WHERE c.region_id = r AND c.bucket BETWEEN b0 AND b1 AND c.trips >= min_trips
+              AND (box IS NULL OR (c.sum_ox / c.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
+                                   AND c.sum_oy / c.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
+            ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
+            LIMIT n;
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -476,7 +494,8 @@ $$;
 -- cell (2M trips, 30 boxes: p95 216 ms with index scans, 110 ms with bitmap scans).
 CREATE FUNCTION trips_weekly_end(area geometry, p_side "char", w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET enable_indexscan = off AS $fn$
+SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
 DECLARE
     eps CONSTANT double precision := 1e-9;
@@ -532,6 +551,7 @@ BEGIN
     -- the cut cells' keys, cx * 2^32 + cy: a point is read raw when its cell is one of them
     cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
 
+    PERFORM trips_parallel_if_big(area);
     inside := CASE WHEN is_box
         THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
         ELSE format('ST_Covers($9, t.%I)', col) END;
@@ -565,34 +585,50 @@ BEGIN
 END
 $fn$;
 
+-- A big area's raw reads in parallel workers (the planner, which estimates a few rows for
+-- `&&` on both ends, would not plan them): when the origins in the cells the area's bounds meet
+-- are more than 300,000 (trip_cells). For the calling function only: it resets the settings
+-- with SET clauses of its own. (10M, 30 boxes, `both`: p95 1,169 -> 773 ms; a small box pays
+-- the workers' start, so small areas stay serial.)
+CREATE FUNCTION trips_parallel_if_big(area geometry) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF (SELECT coalesce(sum(k.trips), 0) FROM trip_cells k
+        WHERE k.side = 'o' AND k.env && area) > 300000 THEN
+        PERFORM set_config('parallel_setup_cost', '0', true);
+        PERFORM set_config('parallel_tuple_cost', '0', true);
+        PERFORM set_config('min_parallel_table_scan_size', '0', true);
+        PERFORM set_config('min_parallel_index_scan_size', '0', true);
+    END IF;
+END
+$fn$;
+
 -- Trips per week with both ends in the area: the raw points through GiST on both ends, as
 -- bitmap scans (the same 30 boxes: p95 1,092 ms with index scans, 582 ms with bitmap scans).
 CREATE FUNCTION trips_weekly_both(area geometry, w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET enable_indexscan = off AS $fn$
+SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
+DECLARE
+    inside text := CASE WHEN trips_area_is_box(area)
+        THEN 't.origin && $1 AND t.destination && $1
+              AND ST_X(t.origin) BETWEEN ST_XMin($1) AND ST_XMax($1)
+              AND ST_Y(t.origin) BETWEEN ST_YMin($1) AND ST_YMax($1)
+              AND ST_X(t.destination) BETWEEN ST_XMin($1) AND ST_XMax($1)
+              AND ST_Y(t.destination) BETWEEN ST_YMin($1) AND ST_YMax($1)'
+        ELSE 'ST_Covers($1, t.origin) AND ST_Covers($1, t.destination)' END;
 BEGIN
-    IF trips_area_is_box(area) THEN
-        RETURN QUERY
+    PERFORM trips_parallel_if_big(area);
+    -- planned on every call (EXECUTE): a cached plan made parallel for a big area would start
+    -- workers for the small ones after it
+    RETURN QUERY EXECUTE format($q$
         SELECT date_trunc('week', t.started_at)::date, count(*)
         FROM trips t
-        WHERE t.origin && area AND t.destination && area
-          AND ST_X(t.origin) BETWEEN ST_XMin(area) AND ST_XMax(area)
-          AND ST_Y(t.origin) BETWEEN ST_YMin(area) AND ST_YMax(area)
-          AND ST_X(t.destination) BETWEEN ST_XMin(area) AND ST_XMax(area)
-          AND ST_Y(t.destination) BETWEEN ST_YMin(area) AND ST_YMax(area)
-          AND t.started_at >= w0 AND t.started_at < w1 + 7
-          AND (regs IS NULL OR t.region_id = ANY(regs))
-        GROUP BY 1;
-    ELSE
-        RETURN QUERY
-        SELECT date_trunc('week', t.started_at)::date, count(*)
-        FROM trips t
-        WHERE ST_Covers(area, t.origin) AND ST_Covers(area, t.destination)
-          AND t.started_at >= w0 AND t.started_at < w1 + 7
-          AND (regs IS NULL OR t.region_id = ANY(regs))
-        GROUP BY 1;
-    END IF;
+        WHERE %s
+          AND t.started_at >= $2 AND t.started_at < $3 + 7
+          AND ($4::int[] IS NULL OR t.region_id = ANY($4))
+        GROUP BY 1
+    $q$, inside) USING area, w0, w1, regs;
 END
 $fn$;
 

@@ -254,3 +254,35 @@ def test_cluster_tile_zoomed_in_holds_the_clusters_of_its_nodes(
     feats = mapbox_vector_tile.decode(r.content)["clusters"]["features"]
     assert len(feats) >= len(inner)
     assert sum(f["properties"]["trips"] for f in feats) >= sum(brute[k][0] for k in inner)
+
+
+def test_top_from_the_copy_or_the_table(loaded: tuple[TestClient, list[Trip]], db_url: str) -> None:
+    """GET /clusters answers from trip_cluster_tops when the copy holds the answer and from
+    trip_clusters when it does not: with a copy of 40 clusters per region, both paths are taken
+    and every answer still equals the brute force."""
+    client, trips = loaded
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE trip_cluster_params SET tops = 40")
+        conn.execute("SELECT trip_cluster_tops_refresh()")
+        held = conn.execute(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM trip_cluster_tops GROUP BY region_id) s"
+        ).fetchone()
+    assert held == (40,)
+    _same(_got(client, limit=30), _expected(trips), 30)  # the copy
+    _same(_got(client, limit=100), _expected(trips), 100)  # more than the copy: the table
+    _same(
+        _got(client, region="Montréal", min_trips=2, limit=25),
+        _expected(trips, region="Montréal", min_trips=2),
+        25,
+    )
+    box = (-73.5, 45.45, -73.3, 45.55)  # few of the copy's clusters in it: the table
+    _same(
+        _got(client, region="Montréal", bbox=",".join(map(str, box)), limit=20),
+        _expected(trips, region="Montréal", bbox=box),
+        20,
+    )
+    _same(
+        _got(client, time_from="08:00", time_to="10:30", limit=10),
+        _expected(trips, buckets={8, 9, 10}),
+        10,
+    )
