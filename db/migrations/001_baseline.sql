@@ -281,32 +281,20 @@ DECLARE
     k integer := (SELECT p.tops FROM trip_cluster_params p);
     held bigint;
     passing bigint;
+    keep CONSTANT text := 'x.bucket BETWEEN $2 AND $3 AND x.trips >= $4
+        AND ($5 IS NULL OR (x.sum_ox / x.trips BETWEEN ST_XMin($5) AND ST_XMax($5)
+                            AND x.sum_oy / x.trips BETWEEN ST_YMin($5) AND ST_YMax($5)))';
 BEGIN
     FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
-        SELECT count(*), count(*) FILTER (WHERE t.bucket BETWEEN b0 AND b1
-                                           AND t.trips >= min_trips
-                                           AND (box IS NULL OR (
-                                               t.sum_ox / t.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
-                                               AND t.sum_oy / t.trips BETWEEN ST_YMin(box) AND ST_YMax(box))))
-        INTO held, passing
-        FROM trip_cluster_tops t WHERE t.region_id = r;
-        IF passing >= n OR held < k THEN
-            RETURN QUERY
-            SELECT t.* FROM trip_cluster_tops t
-            WHERE t.region_id = r AND t.bucket BETWEEN b0 AND b1 AND t.trips >= min_trips
-              AND (box IS NULL OR (t.sum_ox / t.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
-                                   AND t.sum_oy / t.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
-            ORDER BY t.trips DESC, t.ocx, t.ocy, t.dcx, t.dcy, t.bucket
-            LIMIT n;
-        ELSE
-            RETURN QUERY
-            SELECT c.* FROM trip_clusters c
-            WHERE c.region_id = r AND c.bucket BETWEEN b0 AND b1 AND c.trips >= min_trips
-              AND (box IS NULL OR (c.sum_ox / c.trips BETWEEN ST_XMin(box) AND ST_XMax(box)
-                                   AND c.sum_oy / c.trips BETWEEN ST_YMin(box) AND ST_YMax(box)))
-            ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
-            LIMIT n;
-        END IF;
+        EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %s)
+                        FROM trip_cluster_tops x WHERE x.region_id = $1', keep)
+        INTO held, passing USING r, b0, b1, min_trips, box;
+        RETURN QUERY EXECUTE format(
+            'SELECT x.* FROM %I x WHERE x.region_id = $1 AND %s
+             ORDER BY x.trips DESC, x.ocx, x.ocy, x.dcx, x.dcy, x.bucket LIMIT $6',
+            CASE WHEN passing >= n OR held < k THEN 'trip_cluster_tops' ELSE 'trip_clusters' END,
+            keep)
+        USING r, b0, b1, min_trips, box, n;
     END LOOP;
 END
 $fn$;
