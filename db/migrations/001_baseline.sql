@@ -239,8 +239,8 @@ CREATE TABLE trip_clusters (
 -- the merge of each region's (service/analytics/clusters.py).
 CREATE INDEX trip_clusters_region_trips ON trip_clusters (region_id, trips DESC);
 
--- Each region's first `tops` (5,000) clusters in the order of trip_clusters_top (trips, then key): a small
--- copy refreshed by every ingestion for the regions it touched (trip_cluster_tops_refresh), with
+-- Each region's first `tops` (5,000) clusters in the order of trip_clusters_top (trips, then
+-- key): a small copy refreshed by every ingestion for the regions it touched, with
 -- GiST on the lines, for the map's cluster tiles at the zooms where a tile holds too many clusters
 -- to read them all (service/analytics/tiles.py). 25,000 rows for five regions whatever the store.
 -- (LIKE copies the columns; `geom` becomes a plain column holding the line.)
@@ -575,9 +575,9 @@ $fn$;
 
 -- A big area's raw reads in parallel workers (the planner, which estimates a few rows for
 -- `&&` on both ends, would not plan them): when the origins in the cells the area's bounds meet
--- are more than 300,000 (trip_cells). For the calling function only: it resets the settings
--- with SET clauses of its own. (10M, 30 boxes, `both`: p95 1,169 -> 773 ms; a small box pays
--- the workers' start, so small areas stay serial.)
+-- are more than 300,000 (trip_cells). For the calling function only: its SET clauses put
+-- PostgreSQL's defaults back when it returns. (10M, 30 boxes, `both`: p95 1,218 -> 424 ms; a
+-- small box would pay the workers' start, so small areas stay serial.)
 CREATE FUNCTION trips_parallel_if_big(area geometry) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
     IF (SELECT coalesce(sum(k.trips), 0) FROM trip_cells k

@@ -5,8 +5,8 @@
 -- Reference tables (a copy on every node, joined locally with everything): regions,
 -- datasources, trip_grid, trip_cluster_params, trip_cells (its key has no region_id).
 -- Distributed by region_id, co-located: trips (and so every partition attached to it),
--- weekly_trips, weekly_cell_trips, trip_clusters, trip_cluster_tops. Every primary key of theirs contains region_id,
--- which Citus requires of a unique constraint and of an ON CONFLICT target.
+-- weekly_trips, weekly_cell_trips, trip_clusters, trip_cluster_tops. Every primary key of theirs
+-- contains region_id, which Citus requires of a unique constraint and of an ON CONFLICT target.
 -- Local to the coordinator: ingestion_jobs, ingestion_rejections, ingestion_events,
 -- trip_id_counter, schema_migrations: the job queue (SKIP LOCKED), the event ids and
 -- LISTEN/NOTIFY stay on one node.
