@@ -180,6 +180,18 @@ def test_rebuild_with_new_parameters(loaded: tuple[TestClient, list[Trip]], db_u
     )
     assert res.exit_code == 0, res.output
     _same(_got(client, limit=1000), _expected(trips, 0.05, 30), 1000)
+    # the rebuild refreshed the copy: every region holds fewer than 5,000 clusters, so all of them
+    tops = query(
+        db_url,
+        "SELECT region_id, ocx, ocy, dcx, dcy, bucket, trips"
+        " FROM trip_cluster_tops ORDER BY 1, 2, 3, 4, 5, 6",
+    )
+    every = query(
+        db_url,
+        "SELECT region_id, ocx, ocy, dcx, dcy, bucket, trips"
+        " FROM trip_clusters ORDER BY 1, 2, 3, 4, 5, 6",
+    )
+    assert tops and tops == every
     assert client.get("/clusters").json()["params"] == {"cell": 0.05, "bucket_minutes": 30}
     # A limit above the maximum is capped, as in the API; below 1 is an error.
     capped = CliRunner().invoke(app, ["clusters", "--geojson", "--limit", "5000"], env=env)
@@ -207,7 +219,8 @@ def test_cluster_tops_are_each_regions_first_clusters(
     loaded: tuple[TestClient, list[Trip]], db_url: str
 ) -> None:
     """trip_cluster_tops (the map's low-zoom cluster tiles) holds each region's first 5,000
-    clusters in the order of trip_clusters_top, after every ingestion and after a rebuild."""
+    clusters in the order of trip_clusters_top after the ingestions (a rebuild: see
+    test_rebuild_with_new_parameters)."""
     _, trips = loaded
     brute = brute_clusters(trips, 0.01, 60)
     expected: dict[str, list] = {}
