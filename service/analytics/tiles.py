@@ -5,9 +5,9 @@
 
 - trips, below DETAIL_ZOOM: one point per occupied cell of a 64 x 64 grid over the tile
   (`ST_SnapToGrid` at the tile's resolution), `trips` = the trips whose origin is in the cell,
-  counted from the summary `trip_cells` (blocks of 0.1 degree below BLOCK_ZOOM, cells of 0.01
-  degree above, each at its centre), so a tile reads at most a few thousand summary rows, never
-  millions of trips;
+  counted from the summary `trip_cells` (blocks of 0.05 degree below BLOCK_ZOOM, cells of
+  0.005 degree above, each at its centre), so a tile reads at most a few thousand summary rows,
+  never millions of trips;
 - trips, from DETAIL_ZOOM: the trips themselves, lines origin → destination, those with an end
   in the tile (a line that crosses the tile with both ends outside is left out of that tile;
   at these zooms a city's trips end within a tile or its neighbours), at most MAX_TRIPS;
@@ -21,7 +21,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection, sql
 
 DETAIL_ZOOM = 13
-BLOCK_ZOOM = 9  # below: the summary's blocks; from here: its cells
+BLOCK_ZOOM = 10  # below: the summary's blocks; from here: its cells
 MAX_ZOOM = 24
 GRID = 64  # cells per tile side for the aggregated points
 MAX_TRIPS = 20_000
