@@ -485,12 +485,34 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ELSE ST_Covers(area, ST_Expand(env, 1e-9)) END
 $$;
 
+-- Grid squares (cells, or blocks of cells, of side `size`) as few rectangles: runs along each
+-- row, then runs of equal runs up the rows; each widened by 1e-9 degrees (a point floor() puts in
+-- a square is inside it whatever the rounding) and clipped to the box `clip`.
+CREATE FUNCTION trips_squares_rects(xs integer[], ys integer[], size double precision,
+                                    clip geometry)
+RETURNS geometry[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT array_agg(ST_MakeEnvelope(greatest(q.ax0 * size - 1e-9, ST_XMin(clip)),
+                                     greatest(q.ay0 * size - 1e-9, ST_YMin(clip)),
+                                     least((q.ax1 + 1) * size + 1e-9, ST_XMax(clip)),
+                                     least((q.ay1 + 1) * size + 1e-9, ST_YMax(clip)), 4326))
+    FROM (SELECT h.ax0, h.ax1, min(h.cy) AS ay0, max(h.cy) AS ay1
+          FROM (SELECT r.cy, r.ax0, r.ax1,
+                       r.cy - row_number() OVER (PARTITION BY r.ax0, r.ax1 ORDER BY r.cy) AS grp
+                FROM (SELECT v.cy, min(v.cx) AS ax0, max(v.cx) AS ax1
+                      FROM (SELECT k.cx, k.cy,
+                                   k.cx - row_number() OVER (PARTITION BY k.cy ORDER BY k.cx) AS grp
+                            FROM unnest(xs, ys) AS k(cx, cy)) v
+                      GROUP BY v.cy, v.grp) r) h
+          GROUP BY h.ax0, h.ax1, h.grp) q
+$$;
+
 -- Trips per week of the window [w0, w0 + 7 * n) with one end ('o' origin, 'd' destination) in
 -- the area, for the regions `regs` (NULL: all). The summary grid does the inside: every stored
 -- block, then cell, whose envelope (widened by 1e-9 degrees, so that a point floor() puts in a
 -- cell is inside it whatever the rounding) the area covers is read from weekly_cell_trips; the
--- cells the area's edge cuts are read from the raw points, through GiST, one index scan per
--- rectangle of cut cells, each point tested exactly (ST_Covers, or coordinates for a box).
+-- cells the area's edge cuts are read from the raw points, through GiST, in one bitmap heap scan
+-- over the rectangles of cut cells, each point tested exactly (ST_Covers, or coordinates for a
+-- box).
 --
 -- The raw reads are bitmap scans (enable_indexscan off for the call): a plain GiST index scan
 -- visits the heap in the index's order, a bitmap scan in the heap's, which the loader sorted by
@@ -535,22 +557,9 @@ BEGIN
                            AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
           WHERE k.env && wide AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
 
-    -- the cut cells as rectangles (runs along each row, then runs of equal runs up the rows),
-    -- each clipped to the area's bounds: the GiST scans fetch no point the area cannot hold
-    SELECT array_agg(ST_MakeEnvelope(greatest(q.ax0 * g - eps, ST_XMin(area)),
-                                     greatest(q.ay0 * g - eps, ST_YMin(area)),
-                                     least((q.ax1 + 1) * g + eps, ST_XMax(area)),
-                                     least((q.ay1 + 1) * g + eps, ST_YMax(area)), 4326))
-    INTO rects
-    FROM (SELECT h.ax0, h.ax1, min(h.cy) AS ay0, max(h.cy) AS ay1
-          FROM (SELECT r.cy, r.ax0, r.ax1,
-                       r.cy - row_number() OVER (PARTITION BY r.ax0, r.ax1 ORDER BY r.cy) AS grp
-                FROM (SELECT v.cy, min(v.cx) AS ax0, max(v.cx) AS ax1
-                      FROM (SELECT k.cx, k.cy,
-                                   k.cx - row_number() OVER (PARTITION BY k.cy ORDER BY k.cx) AS grp
-                            FROM unnest(cut_cx, cut_cy) AS k(cx, cy)) v
-                      GROUP BY v.cy, v.grp) r) h
-          GROUP BY h.ax0, h.ax1, h.grp) q;
+    -- the cut cells as rectangles clipped to the area's bounds: the GiST scans fetch no point
+    -- the area cannot hold
+    rects := trips_squares_rects(cut_cx, cut_cy, g, area);
     -- the cut cells' keys, cx * 2^32 + cy: a point is read raw when its cell is one of them
     cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
 
@@ -589,19 +598,25 @@ END
 $fn$;
 
 -- A big area's raw reads in parallel workers (the planner, which estimates a few rows for
--- `&&` on both ends, would not plan them): when the origins in the cells the area's bounds meet
--- are more than 300,000 (trip_cells). For the calling function only: its SET clauses put
--- PostgreSQL's defaults back when it returns. (10M, 30 boxes, `both`: p95 1,218 -> 424 ms; a
--- small box would pay the workers' start, so small areas stay serial.)
-CREATE FUNCTION trips_parallel_if_big(area geometry) RETURNS void LANGUAGE plpgsql AS $fn$
+-- `&&` on both ends, would not plan them): when the points to read are more than 300,000 (for
+-- an area, the origins in the cells its bounds meet, from trip_cells). For the calling function
+-- only: its SET clauses put PostgreSQL's defaults back when it returns. (10M, 30 boxes, `both`:
+-- p95 1,218 -> 424 ms; a small box would pay the workers' start, so small areas stay serial.)
+CREATE FUNCTION trips_parallel_if_many(points bigint) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF (SELECT coalesce(sum(k.trips), 0) FROM trip_cells k
-        WHERE k.side = 'o' AND k.env && area) > 300000 THEN
+    IF points > 300000 THEN
         PERFORM set_config('parallel_setup_cost', '0', true);
         PERFORM set_config('parallel_tuple_cost', '0', true);
         PERFORM set_config('min_parallel_table_scan_size', '0', true);
         PERFORM set_config('min_parallel_index_scan_size', '0', true);
     END IF;
+END
+$fn$;
+
+CREATE FUNCTION trips_parallel_if_big(area geometry) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM trips_parallel_if_many((SELECT coalesce(sum(k.trips), 0)::bigint FROM trip_cells k
+                                    WHERE k.side = 'o' AND k.env && area));
 END
 $fn$;
 
@@ -635,6 +650,105 @@ BEGIN
 END
 $fn$;
 
+-- `both` and `either` of an area, one of two exact ways, the cheaper by trip_cells' counts:
+-- * direct: both = the trips with both ends in the area (trips_weekly_both), and
+--   either = origin + destination - both;
+-- * through the origins outside the area, for an area that holds most of the trips near it:
+--   with X = the trips whose destination is in the area and origin is not,
+--   both = destination - X and either = origin + X (the one-end counts from the summary).
+--   A trip ending in the area starts within the store's largest trip extent (trip_extent's
+--   spanx, spany) of the area's bounds, so X reads the raw origins of the stored blocks that
+--   reach meets, but not those the area covers: blocks the area misses whole, cells of the
+--   blocks it cuts unless it covers them; each point tested exactly (origin not in the area,
+--   destination in it). Its cost: those origins' count; the direct way's: the origins in the
+--   blocks the area meets.
+CREATE FUNCTION trips_weekly_pair(area geometry, match text, w0 date, w1 date, regs integer[])
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
+#variable_conflict use_column
+DECLARE
+    eps CONSTANT double precision := 1e-9;
+    g   double precision;
+    b   integer;
+    is_box boolean := trips_area_is_box(area);
+    wide geometry := ST_Expand(area, eps);
+    reach geometry;
+    out_bx int[]; out_by int[]; cut_bx int[]; cut_by int[]; out_cx int[]; out_cy int[];
+    outside bigint;
+    meeting bigint;
+    direct boolean;
+    rects geometry[];
+    o_in text;
+    d_in text;
+BEGIN
+    SELECT t.cell, t.block INTO g, b FROM trip_grid t;
+    SELECT ST_Expand(ST_Envelope(area), e.spanx + eps, e.spany + eps) INTO reach FROM trip_extent e;
+    -- the origin blocks within reach: missed by the area (read whole), cut (looked at cell by
+    -- cell) or covered (skipped)
+    SELECT array_agg(c.cx) FILTER (WHERE NOT c.meets), array_agg(c.cy) FILTER (WHERE NOT c.meets),
+           array_agg(c.cx) FILTER (WHERE c.meets AND NOT c.covered),
+           array_agg(c.cy) FILTER (WHERE c.meets AND NOT c.covered),
+           coalesce(sum(c.trips) FILTER (WHERE NOT c.meets), 0),
+           coalesce(sum(c.trips) FILTER (WHERE c.meets), 0)
+    INTO out_bx, out_by, cut_bx, cut_by, outside, meeting
+    FROM (SELECT k.cx, k.cy, k.trips,
+                 k.env && wide AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps))) AS meets,
+                 trips_area_covers_cell(area, k.env, is_box) AS covered
+          FROM trip_cells k
+          WHERE k.side = 'O' AND k.env && reach) c;
+    SELECT array_agg(k.cx), array_agg(k.cy), outside + coalesce(sum(k.trips), 0)
+    INTO out_cx, out_cy, outside
+    FROM unnest(cut_bx, cut_by) AS p(bx, by)
+    JOIN trip_cells k ON k.side = 'o' AND k.cx BETWEEN p.bx * b AND p.bx * b + b - 1
+                     AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
+    WHERE NOT trips_area_covers_cell(area, k.env, is_box);
+
+    -- (10M, 30 boxes and 5 polygons, each way timed: `outside` wins `both` below a third of
+    -- `meeting`, `either`, which it spares two reads, below `meeting`)
+    direct := outside * CASE match WHEN 'both' THEN 3 ELSE 1 END >= meeting;
+    RAISE DEBUG 'trips_weekly_pair: % (origins outside %, meeting %)',
+        CASE WHEN direct THEN 'direct' ELSE 'outside' END, outside, meeting;
+    IF direct THEN
+        IF match = 'both' THEN
+            RETURN QUERY SELECT * FROM trips_weekly_both(area, w0, w1, regs);
+        ELSE
+            RETURN QUERY SELECT x.week, sum(x.n)::bigint FROM (
+                SELECT * FROM trips_weekly_end(area, 'o', w0, w1, regs)
+                UNION ALL SELECT * FROM trips_weekly_end(area, 'd', w0, w1, regs)
+                UNION ALL SELECT e.week, -e.n FROM trips_weekly_both(area, w0, w1, regs) e
+            ) x GROUP BY x.week;
+        END IF;
+        RETURN;
+    END IF;
+
+    rects := trips_squares_rects(out_bx, out_by, g * b, reach)
+          || trips_squares_rects(out_cx, out_cy, g, reach);
+    o_in := CASE WHEN is_box
+        THEN 'ST_X(t.origin) BETWEEN $5 AND $6 AND ST_Y(t.origin) BETWEEN $7 AND $8'
+        ELSE 'ST_Covers($9, t.origin)' END;
+    d_in := CASE WHEN is_box
+        THEN 'ST_X(t.destination) BETWEEN $5 AND $6 AND ST_Y(t.destination) BETWEEN $7 AND $8'
+        ELSE 'ST_Covers($9, t.destination)' END;
+    -- the one-end count first, then X with its sign (the caller adds the rows up per week); X
+    -- in parallel workers when many points are to be read, after the one-end count, whose own
+    -- settings a worker could not make
+    RETURN QUERY SELECT * FROM trips_weekly_end(
+        area, CASE match WHEN 'both' THEN 'd' ELSE 'o' END::"char", w0, w1, regs);
+    PERFORM trips_parallel_if_many(outside);
+    RETURN QUERY EXECUTE format($q$
+        SELECT date_trunc('week', t.started_at)::date, $10 * count(*)
+        FROM trips t
+        WHERE t.origin && ANY($4::geometry[]) AND NOT (%s) AND %s
+          AND t.started_at >= $1 AND t.started_at < $2 + 7
+          AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+        GROUP BY 1
+    $q$, o_in, d_in)
+    USING w0, w1, regs, rects, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
+          CASE match WHEN 'both' THEN -1 ELSE 1 END;
+END
+$fn$;
+
 -- Trips per week of the window for an area (NULL: the regions alone) and a match.
 CREATE FUNCTION trips_weekly_counts(area geometry, match text, w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
@@ -645,14 +759,9 @@ BEGIN
             WHERE w.region_id = ANY(regs) AND w.week BETWEEN w0 AND w1 GROUP BY w.week;
     ELSIF match IN ('origin', 'destination') THEN
         RETURN QUERY SELECT * FROM trips_weekly_end(area, left(match, 1)::"char", w0, w1, regs);
-    ELSIF match = 'both' THEN
-        RETURN QUERY SELECT * FROM trips_weekly_both(area, w0, w1, regs);
-    ELSE  -- either = origin + destination - both
-        RETURN QUERY SELECT x.week, sum(x.n)::bigint FROM (
-            SELECT * FROM trips_weekly_end(area, 'o', w0, w1, regs)
-            UNION ALL SELECT * FROM trips_weekly_end(area, 'd', w0, w1, regs)
-            UNION ALL SELECT e.week, -e.n FROM trips_weekly_both(area, w0, w1, regs) e
-        ) x GROUP BY x.week;
+    ELSE  -- both, either: rows per week to add up
+        RETURN QUERY SELECT p.week, sum(p.n)::bigint
+            FROM trips_weekly_pair(area, match, w0, w1, regs) p GROUP BY p.week;
     END IF;
 END
 $fn$;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,19 @@ from service.analytics import weekly
 from service.api.app import create_app
 from service.settings import Settings
 from tests.helpers import ingest
-from tests.integration.analytics_data import Trip, brute_weekly, make_trips, write_csv
+from tests.integration.analytics_data import (
+    CENTERS,
+    Trip,
+    brute_weekly,
+    make_trips,
+    write_csv,
+)
 
 MATCHES = ["origin", "destination", "both", "either"]
+BOX_SQL = "SELECT week::text, trips FROM trips_weekly(ST_MakeEnvelope(%s, %s, %s, %s, 4326), %s)"
+POLYGON_SQL = (
+    "SELECT week::text, trips FROM trips_weekly(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s)"
+)
 
 
 @pytest.fixture
@@ -186,6 +197,57 @@ def test_boxes_around_trips_for_both_and_either(loaded: tuple[TestClient, list[T
     and `either`: the answers equal the brute-force count."""
     client, trips = loaded
     _check_against_brute_force(client, trips, 60, pair_boxes)
+
+
+def test_both_and_either_each_way_equal_brute_force(
+    loaded: tuple[TestClient, list[Trip]], db_url: str
+) -> None:
+    """`both` and `either` are answered one of two ways (trips_weekly_pair: the trips with both
+    ends in the area, or the one-end count and the trips that start outside and end inside):
+    around each city, boxes and hexagons from a few hundredths of a degree to more than the
+    city take each way, some with trips that come in from outside, and every answer equals the
+    brute-force count."""
+    client, trips = loaded
+    ways: dict[str, set[str]] = {"both": set(), "either": set()}
+    came_in = 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        notes: list[str] = []
+        conn.add_notice_handler(lambda d: notes.append(d.message_primary or ""))
+        conn.execute("SET client_min_messages = debug1")
+        for cx, cy in CENTERS.values():
+            for half in (0.01, 0.05, 0.09, 0.11, 0.2):
+                box = (cx - half, cy - half, cx + half, cy + half)
+                ring = [
+                    [cx + half * math.cos(k * math.pi / 3), cy + half * math.sin(k * math.pi / 3)]
+                    for k in range(7)
+                ]
+                ring[-1] = ring[0]
+                hexagon = {"type": "Polygon", "coordinates": [ring]}
+                for area, q, args, shape in (
+                    ({"box": box}, BOX_SQL, list(box), shapely.box(*box)),
+                    (
+                        {"polygon": hexagon},
+                        POLYGON_SQL,
+                        [json.dumps(hexagon)],
+                        shapely.Polygon(ring),
+                    ),
+                ):
+                    for match in ("both", "either"):
+                        notes.clear()
+                        rows = conn.execute(q, [*args, match]).fetchall()
+                        want = _expected(trips, {"match": match, **area})["series"]
+                        assert [{"week": w, "trips": n} for w, n in rows] == want
+                        way = [n.split()[1] for n in notes if n.startswith("trips_weekly_pair:")]
+                        assert way, notes
+                        ways[match].add(way[0])
+                        if way[0] == "outside":  # the trips that start outside, end inside
+                            came_in += sum(
+                                shape.covers(shapely.Point(t.dx, t.dy))
+                                and not shape.covers(shapely.Point(t.ox, t.oy))
+                                for t in trips
+                            )
+    assert ways == {"both": {"direct", "outside"}, "either": {"direct", "outside"}}
+    assert came_in > 0
 
 
 def test_psql_answers_what_the_api_answers(
