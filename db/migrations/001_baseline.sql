@@ -235,7 +235,7 @@ CREATE TABLE trip_clusters (
                   ST_MakePoint(sum_ox / trips, sum_oy / trips),
                   ST_MakePoint(sum_dx / trips, sum_dy / trips)), 4326)) STORED,
     PRIMARY KEY (region_id, ocx, ocy, dcx, dcy, bucket)
-) WITH (fillfactor = 70);  -- a row's new version fits its page (10M, 2.7M rows updated: 31 -> 24 s)
+) WITH (fillfactor = 70);  -- a new row version fits its page (10M, 2.7M updates: 31 -> 24 s)
 -- A region's first clusters by trips. The only index beside the key: every job updates most of
 -- its clusters' rows, and each update enters a new entry in every index (trips is indexed, so no
 -- update is HOT). A GiST on `geom` and a global (trips DESC) index tripled the merge of a job's
@@ -357,8 +357,10 @@ CREATE FUNCTION trip_rollups_lock() RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- Add one batch of new trips (any table with the columns of `trips`) to every summary table.
+-- (extra_float_digits 3: the cell size written into its SQL as text is the exact double, whatever
+-- the session's setting, so the cells are those trips_weekly computes with the bound value)
 CREATE FUNCTION trip_rollups(src regclass) RETURNS void LANGUAGE plpgsql
-SET enable_memoize = off AS $fn$
+SET enable_memoize = off SET extra_float_digits = 3 AS $fn$
 DECLARE
     g  double precision;
     b  integer;
@@ -510,15 +512,18 @@ $$;
 -- the area, for the regions `regs` (NULL: all). The summary grid does the inside: every stored
 -- block, then cell, whose envelope (widened by 1e-9 degrees, so that a point floor() puts in a
 -- cell is inside it whatever the rounding) the area covers is read from weekly_cell_trips; the
--- cells the area's edge cuts are read from the raw points, through GiST, in one bitmap heap scan
--- over the rectangles of cut cells, each point tested exactly (ST_Covers, or coordinates for a
--- box).
+-- cells the area's edge cuts are read from the raw points, each tested exactly (ST_Covers, or
+-- coordinates for a box): in each large job's table by the cut cells' keys, index-only, from
+-- its B-tree on the end's cell key, which holds the point (service/ingest/indexes.py); in
+-- trips_p0 (the small jobs' rows) through GiST, one bitmap heap scan over the rectangles of cut
+-- cells. (10M, 30 boxes: p95 origin 63 -> 51 ms, destination 101 -> 49 ms against the GiST
+-- bitmap heap scans of the job tables, whose heap order scatters the destinations.)
 --
--- The raw reads are bitmap scans (enable_indexscan off for the call): a plain GiST index scan
--- visits the heap in the index's order, a bitmap scan in the heap's, which the loader sorted by
--- cell (2M trips, 30 boxes: p95 216 ms with index scans, 110 ms with bitmap scans).
+-- GiST reads are bitmap scans (enable_indexscan off for the call, on for the raw query, where
+-- the B-trees are read index-only): a plain GiST index scan visits the heap in the index's
+-- order, a bitmap scan in the heap's (2M trips, 30 boxes: p95 216 ms against 110 ms).
 CREATE FUNCTION trips_weekly_end(area geometry, p_side "char", w0 date, w1 date, regs integer[])
-RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
 SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
 SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
@@ -561,14 +566,18 @@ BEGIN
     -- the area cannot hold
     rects := trips_squares_rects(cut_cx, cut_cy, g, area);
     -- the cut cells' keys, cx * 2^32 + cy: a point is read raw when its cell is one of them
-    cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
+    cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy
+                      FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
 
-    PERFORM trips_parallel_if_big(area);
+    -- the job tables' B-trees on the end's cell key, below, are read index-only, serially
+    -- (their scans are short: workers would cost more to start than they save)
+    PERFORM set_config('enable_indexscan', 'on', true);
     inside := CASE WHEN is_box
         THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
         ELSE format('ST_Covers($9, t.%I)', col) END;
-    -- the raw points: one bitmap heap scan over the rectangles' GiST scans (`&& ANY`), each
-    -- point's cell looked up in the cut cells' keys (a hashed `= ANY`), then tested exactly
+    -- the raw points: in trips_p0 one bitmap heap scan over the rectangles' GiST scans
+    -- (`&& ANY`), each point's cell looked up in the cut cells' keys (a hashed `= ANY`); in the
+    -- job tables (part <> 0) the keys' ranges of their B-trees; each point tested exactly
     RETURN QUERY EXECUTE format($q$
         SELECT s.week, sum(s.n)::bigint FROM (
             SELECT w.week, w.trips AS n
@@ -583,7 +592,17 @@ BEGIN
             UNION ALL
             SELECT date_trunc('week', t.started_at)::date, count(*)
             FROM trips t
-            WHERE t.%1$I && ANY($16::geometry[])
+            WHERE t.part = 0 AND t.%1$I && ANY($16::geometry[])
+              AND floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
+                  = ANY($17::bigint[])
+              AND %2$s
+              AND t.started_at >= $1 AND t.started_at < $2 + 7
+              AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+            GROUP BY 1
+            UNION ALL
+            SELECT date_trunc('week', t.started_at)::date, count(*)
+            FROM trips t
+            WHERE t.part <> 0
               AND floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
                   = ANY($17::bigint[])
               AND %2$s
@@ -602,6 +621,9 @@ $fn$;
 -- an area, the origins in the cells its bounds meet, from trip_cells). For the calling function
 -- only: its SET clauses put PostgreSQL's defaults back when it returns. (10M, 30 boxes, `both`:
 -- p95 1,218 -> 424 ms; a small box would pay the workers' start, so small areas stay serial.)
+-- set_config cannot run in a parallel query, so the weekly functions that reach it are left
+-- PARALLEL UNSAFE (the default): they are never run inside a worker, and the queries they
+-- EXECUTE are planned on their own, in parallel when these settings allow.
 CREATE FUNCTION trips_parallel_if_many(points bigint) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
     IF points > 300000 THEN
@@ -623,7 +645,7 @@ $fn$;
 -- Trips per week with both ends in the area: the raw points through GiST on both ends, as
 -- bitmap scans (the same 30 boxes: p95 1,092 ms with index scans, 582 ms with bitmap scans).
 CREATE FUNCTION trips_weekly_both(area geometry, w0 date, w1 date, regs integer[])
-RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
 SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
 SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
@@ -663,7 +685,7 @@ $fn$;
 --   destination in it). Its cost: those origins' count; the direct way's: the origins in the
 --   blocks the area meets.
 CREATE FUNCTION trips_weekly_pair(area geometry, match text, w0 date, w1 date, regs integer[])
-RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
 SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
 SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
@@ -677,19 +699,20 @@ DECLARE
     out_bx int[]; out_by int[]; cut_bx int[]; cut_by int[]; out_cx int[]; out_cy int[];
     outside bigint;
     meeting bigint;
+    way text := CASE current_setting('trips.pair_way', true) WHEN 'direct' THEN 'direct'
+                                                              WHEN 'outside' THEN 'outside' END;
     direct boolean;
     rects geometry[];
     o_in text;
     d_in text;
 BEGIN
-    -- an area whose blocks hold few origins (300,000; the setting trips.direct_below, for tests):
-    -- the direct way is cheap, and the look at the blocks within reach would cost it more than
-    -- it could save (10M, 30 boxes: p50 3 -> 8 ms without this)
+    -- an area whose blocks hold few origins (300,000): the direct way is cheap, and the look at
+    -- the blocks within reach would cost it more than it could save (10M, 30 boxes: p50 3 -> 8 ms
+    -- without this). The setting trips.pair_way ('direct', 'outside') forces a way (tests).
     SELECT coalesce(sum(k.trips), 0) INTO meeting FROM trip_cells k
     WHERE k.side = 'O' AND k.env && wide
       AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)));
-    IF meeting <= coalesce(nullif(current_setting('trips.direct_below', true), '')::bigint,
-                           300000) THEN
+    IF way = 'direct' OR (way IS NULL AND meeting <= 300000) THEN
         outside := meeting;
     ELSE
         SELECT t.cell, t.block INTO g, b FROM trip_grid t;
@@ -704,12 +727,13 @@ BEGIN
                coalesce(sum(c.trips) FILTER (WHERE NOT c.meets), 0),
                coalesce(sum(c.trips) FILTER (WHERE c.meets), 0)
         INTO out_bx, out_by, cut_bx, cut_by, outside, meeting
-        FROM (SELECT k.cx, k.cy, k.trips,
-                     k.env && wide
-                     AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps))) AS meets,
-                     trips_area_covers_cell(area, k.env, is_box) AS covered
-              FROM trip_cells k
-              WHERE k.side = 'O' AND k.env && reach) c;
+        FROM (SELECT m.cx, m.cy, m.trips, m.meets,
+                     m.meets AND trips_area_covers_cell(area, m.env, is_box) AS covered
+              FROM (SELECT k.cx, k.cy, k.trips, k.env,
+                           k.env && wide
+                           AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps))) AS meets
+                    FROM trip_cells k
+                    WHERE k.side = 'O' AND k.env && reach) m) c;
         SELECT array_agg(k.cx), array_agg(k.cy), outside + coalesce(sum(k.trips), 0)
         INTO out_cx, out_cy, outside
         FROM unnest(cut_bx, cut_by) AS p(bx, by)
@@ -720,7 +744,8 @@ BEGIN
 
     -- (10M, 30 boxes and 5 polygons, each way timed: `outside` wins `both` below a third of
     -- `meeting`, `either`, which it spares two reads, below `meeting`)
-    direct := outside * CASE match WHEN 'both' THEN 3 ELSE 1 END >= meeting;
+    direct := CASE way WHEN 'direct' THEN true WHEN 'outside' THEN false
+              ELSE outside * CASE match WHEN 'both' THEN 3 ELSE 1 END >= meeting END;
     RAISE DEBUG 'trips_weekly_pair: % (origins outside %, meeting %)',
         CASE WHEN direct THEN 'direct' ELSE 'outside' END, outside, meeting;
     IF direct THEN
@@ -765,7 +790,7 @@ $fn$;
 
 -- Trips per week of the window for an area (NULL: the regions alone) and a match.
 CREATE FUNCTION trips_weekly_counts(area geometry, match text, w0 date, w1 date, regs integer[])
-RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE AS $fn$
 #variable_conflict use_column
 BEGIN
     IF area IS NULL THEN
@@ -788,7 +813,7 @@ $fn$;
 CREATE FUNCTION trips_weekly(area geometry, match text DEFAULT 'origin',
                              date_from date DEFAULT NULL, date_to date DEFAULT NULL,
                              region text DEFAULT NULL)
-RETURNS TABLE (week date, trips bigint) LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+RETURNS TABLE (week date, trips bigint) LANGUAGE plpgsql STABLE AS $fn$
 #variable_conflict use_column
 DECLARE
     w0 date;

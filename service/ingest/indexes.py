@@ -84,9 +84,26 @@ def _index_sql(name: str, table: sql.Identifier, suffix: str, definition: str) -
     )
 
 
-def job_index_statements(name: str, table: sql.Identifier) -> dict[str, sql.Composed]:
-    """CREATE INDEX of each of the parent's indexes on the job's table, longest build first."""
-    return {
-        suffix: _index_sql(name, table, suffix, definition)
-        for suffix, definition in _JOB_INDEXES.items()
+def _cell_key_sql(name: str, table: sql.Identifier, end: str, cell: float) -> sql.Composed:
+    """The job's B-tree on one end's summary cell key (`cell` degrees), the time, then the
+    partition, region and point inside: the expression trips_weekly_end reads the cut cells'
+    raw points by (db/migrations/001_baseline.sql), for index-only scans of frozen pages."""
+    key = sql.SQL(
+        "floor(ST_X({e}) / {c}::float8)::bigint * 4294967296"
+        " + floor(ST_Y({e}) / {c}::float8)::bigint"
+    ).format(e=sql.Identifier(end), c=sql.Literal(repr(float(cell))))
+    return sql.SQL(
+        "CREATE INDEX {} ON {} USING btree (({}), started_at) INCLUDE (part, region_id, {})"
+        " WITH (fillfactor = 100)"
+    ).format(sql.Identifier(f"{name}_{end[0]}cell"), table, key, sql.Identifier(end))
+
+
+def job_index_statements(name: str, table: sql.Identifier, cell: float) -> dict[str, sql.Composed]:
+    """CREATE INDEX of each of the parent's indexes on the job's table and of the job's own
+    B-trees on its ends' summary cells, longest build first."""
+    out = {suffix: _index_sql(name, table, suffix, d) for suffix, d in _JOB_INDEXES.items()}
+    keys = {
+        f"{end[0]}cell": _cell_key_sql(name, table, end, cell) for end in ("destination", "origin")
     }
+    first = dict(list(out.items())[:2])  # the GiSTs
+    return first | keys | {k: v for k, v in out.items() if k not in first}

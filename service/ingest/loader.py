@@ -401,7 +401,7 @@ def _finalize(
     # Two chains share the two cores: one extra connection builds the indexes one after the
     # other, longest first, while this transaction merges the rollups; then this connection
     # builds the ones left, beside it. The CHECK lets ATTACH skip its scan.
-    build = IndexBuild(url, job_index_statements(name, table))
+    build = IndexBuild(url, job_index_statements(name, table, _grid(load)[0]))
     build.start()
     try:
         _rollups(load, name, timings)
