@@ -487,6 +487,16 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ELSE ST_Covers(area, ST_Expand(env, 1e-9)) END
 $$;
 
+-- The exact test of a raw point `t.<col>` against the area, as SQL text for the raw reads'
+-- EXECUTE, whose parameters are $5-$8 the area's bounds and $9 the area: coordinates for a box,
+-- else ST_Covers.
+CREATE FUNCTION trips_point_in_area_sql(col text, is_box boolean) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN is_box
+        THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
+        ELSE format('ST_Covers($9, t.%I)', col) END
+$$;
+
 -- Grid squares (cells, or blocks of cells, of side `size`) as few rectangles: runs along each
 -- row, then runs of equal runs up the rows; each widened by 1e-9 degrees (a point floor() puts in
 -- a square is inside it whatever the rounding) and clipped to the box `clip`.
@@ -519,13 +529,12 @@ $$;
 -- cells. (10M, 30 boxes: p95 origin 63 -> 51 ms, destination 101 -> 49 ms against the GiST
 -- bitmap heap scans of the job tables, whose heap order scatters the destinations.)
 --
--- GiST reads are bitmap scans (enable_indexscan off for the call, on for the raw query, where
--- the B-trees are read index-only): a plain GiST index scan visits the heap in the index's
--- order, a bitmap scan in the heap's (2M trips, 30 boxes: p95 216 ms against 110 ms).
+-- enable_indexscan is on for the call, whatever the session's: PostgreSQL considers index-only
+-- scans only with it (the GiST read of trips_p0 is then the planner's choice of an index or a
+-- bitmap scan).
 CREATE FUNCTION trips_weekly_end(area geometry, p_side "char", w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
-SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
-SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
+SET enable_indexscan = on AS $fn$
 #variable_conflict use_column
 DECLARE
     eps CONSTANT double precision := 1e-9;
@@ -539,7 +548,7 @@ DECLARE
     in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
     rects geometry[];
     cut_keys bigint[];
-    inside text;
+    raw text;
 BEGIN
     SELECT t.cell, t.block INTO g, b FROM trip_grid t;
     -- blocks, then the cells of the cut blocks: 'in' when the area covers the widened envelope
@@ -569,15 +578,17 @@ BEGIN
     cut_keys := ARRAY(SELECT k.cx::bigint * 4294967296 + k.cy
                       FROM unnest(cut_cx, cut_cy) AS k(cx, cy));
 
-    -- the job tables' B-trees on the end's cell key, below, are read index-only, serially
-    -- (their scans are short: workers would cost more to start than they save)
-    PERFORM set_config('enable_indexscan', 'on', true);
-    inside := CASE WHEN is_box
-        THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
-        ELSE format('ST_Covers($9, t.%I)', col) END;
+    -- a raw point counts when its cell is a cut cell (a hashed `= ANY`), the area holds it
+    -- and it is in the window
+    raw := format('floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
+                  = ANY($17::bigint[])
+              AND %2$s
+              AND t.started_at >= $1 AND t.started_at < $2 + 7
+              AND ($3::int[] IS NULL OR t.region_id = ANY($3))',
+        col, trips_point_in_area_sql(col, is_box));
     -- the raw points: in trips_p0 one bitmap heap scan over the rectangles' GiST scans
-    -- (`&& ANY`), each point's cell looked up in the cut cells' keys (a hashed `= ANY`); in the
-    -- job tables (part <> 0) the keys' ranges of their B-trees; each point tested exactly
+    -- (`&& ANY`); in the job tables (part <> 0) the keys' ranges of their B-trees, index-only
+    -- and serial (the scans are short: workers would cost more to start than they save)
     RETURN QUERY EXECUTE format($q$
         SELECT s.week, sum(s.n)::bigint FROM (
             SELECT w.week, w.trips AS n
@@ -592,25 +603,15 @@ BEGIN
             UNION ALL
             SELECT date_trunc('week', t.started_at)::date, count(*)
             FROM trips t
-            WHERE t.part = 0 AND t.%1$I && ANY($16::geometry[])
-              AND floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
-                  = ANY($17::bigint[])
-              AND %2$s
-              AND t.started_at >= $1 AND t.started_at < $2 + 7
-              AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+            WHERE t.part = 0 AND t.%1$I && ANY($16::geometry[]) AND %2$s
             GROUP BY 1
             UNION ALL
             SELECT date_trunc('week', t.started_at)::date, count(*)
             FROM trips t
-            WHERE t.part <> 0
-              AND floor(ST_X(t.%1$I) / $4)::bigint * 4294967296 + floor(ST_Y(t.%1$I) / $4)::bigint
-                  = ANY($17::bigint[])
-              AND %2$s
-              AND t.started_at >= $1 AND t.started_at < $2 + 7
-              AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+            WHERE t.part <> 0 AND %2$s
             GROUP BY 1
         ) s GROUP BY s.week
-    $q$, col, inside)
+    $q$, col, raw)
     USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
           in_bx, in_by, big, in_cx, in_cy, p_side, rects, cut_keys;
 END
@@ -703,8 +704,6 @@ DECLARE
                                                               WHEN 'outside' THEN 'outside' END;
     direct boolean;
     rects geometry[];
-    o_in text;
-    d_in text;
 BEGIN
     -- an area whose blocks hold few origins (300,000): the direct way is cheap, and the look at
     -- the blocks within reach would cost it more than it could save (10M, 30 boxes: p50 3 -> 8 ms
@@ -712,9 +711,10 @@ BEGIN
     SELECT coalesce(sum(k.trips), 0) INTO meeting FROM trip_cells k
     WHERE k.side = 'O' AND k.env && wide
       AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)));
-    IF way = 'direct' OR (way IS NULL AND meeting <= 300000) THEN
-        outside := meeting;
-    ELSE
+    IF way IS NULL AND meeting <= 300000 THEN
+        way := 'direct';
+    END IF;
+    IF way IS DISTINCT FROM 'direct' THEN
         SELECT t.cell, t.block INTO g, b FROM trip_grid t;
         SELECT ST_Expand(ST_Envelope(area), e.spanx + eps, e.spany + eps) INTO reach
         FROM trip_extent e;
@@ -763,15 +763,8 @@ BEGIN
 
     rects := trips_squares_rects(out_bx, out_by, g * b, reach)
           || trips_squares_rects(out_cx, out_cy, g, reach);
-    o_in := CASE WHEN is_box
-        THEN 'ST_X(t.origin) BETWEEN $5 AND $6 AND ST_Y(t.origin) BETWEEN $7 AND $8'
-        ELSE 'ST_Covers($9, t.origin)' END;
-    d_in := CASE WHEN is_box
-        THEN 'ST_X(t.destination) BETWEEN $5 AND $6 AND ST_Y(t.destination) BETWEEN $7 AND $8'
-        ELSE 'ST_Covers($9, t.destination)' END;
-    -- the one-end count first, then X with its sign (the caller adds the rows up per week); X
-    -- in parallel workers when many points are to be read, after the one-end count, whose own
-    -- settings a worker could not make
+    -- the one-end count, then X with its sign (the caller adds the rows up per week), in
+    -- parallel workers when many points are to be read
     RETURN QUERY SELECT * FROM trips_weekly_end(
         area, CASE match WHEN 'both' THEN 'd' ELSE 'o' END::"char", w0, w1, regs);
     PERFORM trips_parallel_if_many(outside);
@@ -782,7 +775,7 @@ BEGIN
           AND t.started_at >= $1 AND t.started_at < $2 + 7
           AND ($3::int[] IS NULL OR t.region_id = ANY($3))
         GROUP BY 1
-    $q$, o_in, d_in)
+    $q$, trips_point_in_area_sql('origin', is_box), trips_point_in_area_sql('destination', is_box))
     USING w0, w1, regs, rects, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
           CASE match WHEN 'both' THEN -1 ELSE 1 END;
 END

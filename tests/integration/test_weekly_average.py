@@ -208,7 +208,7 @@ def test_both_and_either_each_way_equal_brute_force(
     trips.pair_way forces one): around each city, boxes and hexagons from a few hundredths of a
     degree to more than the city, some with trips that come in from outside, each way equals
     the brute-force count."""
-    client, trips = loaded
+    _, trips = loaded
     came_in = 0
     with psycopg.connect(db_url, autocommit=True) as conn:
         notes: list[str] = []
