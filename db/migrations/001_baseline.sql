@@ -236,11 +236,13 @@ CREATE TABLE trip_clusters (
                   ST_MakePoint(sum_dx / trips, sum_dy / trips)), 4326)) STORED,
     PRIMARY KEY (region_id, ocx, ocy, dcx, dcy, bucket)
 ) WITH (fillfactor = 70);  -- a new row version fits its page (10M, 2.7M updates: 31 -> 24 s)
--- A region's first clusters by trips. The only index beside the key: every job updates most of
--- its clusters' rows, and each update enters a new entry in every index (trips is indexed, so no
--- update is HOT). A GiST on `geom` and a global (trips DESC) index tripled the merge of a job's
--- clusters (2M trips: 3.3 s with these two indexes, 16 s with four); the whole store's top is
--- the merge of each region's (service/analytics/clusters.py).
+-- A region's first clusters by trips. The only index beside the key: a small job updates its
+-- clusters' rows in place, and each update enters a new entry in every index (trips is indexed,
+-- so no update is HOT); a large job writes the table anew (trip_clusters_rewrite, under the
+-- names trip_clusters_next, _next_pkey and _next_region_trips until trip_clusters_swap). A GiST
+-- on `geom` and a global (trips DESC) index tripled the merge of a job's clusters (2M trips:
+-- 3.3 s with these two indexes, 16 s with four); the whole store's top is the merge of each
+-- region's (service/analytics/clusters.py).
 CREATE INDEX trip_clusters_region_trips ON trip_clusters (region_id, trips DESC);
 
 -- Each region's first `tops` (5,000) clusters in the order of trip_clusters_top (trips, then
@@ -254,18 +256,19 @@ CREATE TABLE trip_cluster_tops (
 );
 CREATE INDEX trip_cluster_tops_geom ON trip_cluster_tops USING gist (geom);
 
-CREATE FUNCTION trip_cluster_tops_refresh(regs integer[] DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION trip_cluster_tops_refresh(regs integer[] DEFAULT NULL,
+                                          src text DEFAULT 'trip_clusters')
+RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     r integer;
     k integer := (SELECT p.tops FROM trip_cluster_params p);
 BEGIN
     FOR r IN SELECT g.id FROM regions g WHERE regs IS NULL OR g.id = ANY(regs) ORDER BY g.id LOOP
         DELETE FROM trip_cluster_tops t WHERE t.region_id = r;
-        INSERT INTO trip_cluster_tops
-        SELECT c.* FROM trip_clusters c WHERE c.region_id = r
-        ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
-        LIMIT k;
+        EXECUTE format('INSERT INTO trip_cluster_tops
+            SELECT c.* FROM %I c WHERE c.region_id = $1
+            ORDER BY c.trips DESC, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket
+            LIMIT $2', src) USING r, k;
     END LOOP;
 END
 $fn$;
@@ -275,11 +278,13 @@ $fn$;
 -- that holds the answer: at least `n` of its rows pass the filters, or it holds the whole region
 -- (any cluster outside it comes after all of it in this order, so the answer is the same);
 -- else one index scan of (region_id, trips DESC). The store's top needs no index on trips alone
--- (and on Citus each region is one shard's query).
+-- (and on Citus each region is one shard's query). This and trip_clusters_near are VOLATILE and
+-- return the row type of trip_cluster_tops (the same columns), not of trip_clusters, which a large
+-- job's ingestion replaces (trip_clusters_swap).
 CREATE FUNCTION trip_clusters_top(n integer, regs integer[] DEFAULT NULL,
                                   b0 integer DEFAULT 0, b1 integer DEFAULT 2147483647,
                                   min_trips bigint DEFAULT 1, box box2d DEFAULT NULL)
-RETURNS SETOF trip_clusters LANGUAGE plpgsql STABLE AS $fn$
+RETURNS SETOF trip_cluster_tops LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r integer;
     k integer := (SELECT p.tops FROM trip_cluster_params p);
@@ -306,8 +311,8 @@ $fn$;
 -- Each region's first `n` clusters by trips whose origin node lies in the box (widened by a
 -- node): one tight range of the key (region_id, ocx, ocy) per column of nodes (`ocx = ANY`), so
 -- only the clusters of the box's own nodes are read (the map's cluster tiles when zoomed in).
-CREATE FUNCTION trip_clusters_near(box box2d, n integer) RETURNS SETOF trip_clusters
-LANGUAGE plpgsql STABLE AS $fn$
+CREATE FUNCTION trip_clusters_near(box box2d, n integer) RETURNS SETOF trip_cluster_tops
+LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r integer;
     cell double precision := (SELECT p.cell FROM trip_cluster_params p);
@@ -356,16 +361,70 @@ CREATE FUNCTION trip_rollups_lock() RETURNS void LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(7301842003)
 $$;
 
+-- trip_clusters with the job's clusters (temporary table job_clusters) added, written anew as
+-- trip_clusters_next: one merge join of the stored rows in key order with the job's, written in key
+-- order, then the key and the (region_id, trips DESC) index built in bulk (with wal_level=minimal
+-- the new table skips WAL). 10M store, a 5M-trip job's 2.7M clusters into 5.2M: 15 s, where the
+-- UPDATE and INSERT in place took 28.6 s. Sums are added as the in-place merge adds them.
+CREATE FUNCTION trip_clusters_rewrite() RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = off SET maintenance_work_mem = '512MB' AS $fn$
+BEGIN
+    CREATE TABLE trip_clusters_next (LIKE trip_clusters INCLUDING DEFAULTS INCLUDING GENERATED)
+        WITH (fillfactor = 70);
+    INSERT INTO trip_clusters_next
+        (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
+    SELECT coalesce(c.region_id, j.region_id), coalesce(c.ocx, j.ocx), coalesce(c.ocy, j.ocy),
+           coalesce(c.dcx, j.dcx), coalesce(c.dcy, j.dcy), coalesce(c.bucket, j.bucket),
+           CASE WHEN j.region_id IS NULL THEN c.trips WHEN c.region_id IS NULL THEN j.trips
+                ELSE c.trips + j.trips END,
+           CASE WHEN j.region_id IS NULL THEN c.sum_ox WHEN c.region_id IS NULL THEN j.sum_ox
+                ELSE c.sum_ox + j.sum_ox END,
+           CASE WHEN j.region_id IS NULL THEN c.sum_oy WHEN c.region_id IS NULL THEN j.sum_oy
+                ELSE c.sum_oy + j.sum_oy END,
+           CASE WHEN j.region_id IS NULL THEN c.sum_dx WHEN c.region_id IS NULL THEN j.sum_dx
+                ELSE c.sum_dx + j.sum_dx END,
+           CASE WHEN j.region_id IS NULL THEN c.sum_dy WHEN c.region_id IS NULL THEN j.sum_dy
+                ELSE c.sum_dy + j.sum_dy END
+    FROM trip_clusters c FULL JOIN job_clusters j
+      ON (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+       = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket);
+    ALTER TABLE trip_clusters_next ADD CONSTRAINT trip_clusters_next_pkey
+        PRIMARY KEY (region_id, ocx, ocy, dcx, dcy, bucket);
+    CREATE INDEX trip_clusters_next_region_trips ON trip_clusters_next (region_id, trips DESC);
+    ANALYZE trip_clusters_next;
+END
+$fn$;
+
+-- Put trip_clusters_next, when this transaction wrote one, in the place of trip_clusters: the
+-- last step of a job's transaction, as its lock keeps readers of trip_clusters waiting until the
+-- commit. Readers that then go on see the new table; one whose snapshot predates the commit (a
+-- REPEATABLE READ transaction, a STABLE function's query) would see it empty, as after TRUNCATE:
+-- the functions reading trip_clusters are VOLATILE, so each of their queries takes its snapshot
+-- after its lock.
+CREATE FUNCTION trip_clusters_swap() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF to_regclass('trip_clusters_next') IS NULL THEN
+        RETURN;
+    END IF;
+    DROP TABLE trip_clusters;
+    ALTER TABLE trip_clusters_next RENAME TO trip_clusters;
+    ALTER TABLE trip_clusters RENAME CONSTRAINT trip_clusters_next_pkey TO trip_clusters_pkey;
+    ALTER INDEX trip_clusters_next_region_trips RENAME TO trip_clusters_region_trips;
+END
+$fn$;
+
 -- Add one batch of new trips (any table with the columns of `trips`) to every summary table.
 -- (extra_float_digits 3: the cell size written into its SQL as text is the exact double, whatever
 -- the session's setting, so the cells are those trips_weekly computes with the bound value)
-CREATE FUNCTION trip_rollups(src regclass) RETURNS void LANGUAGE plpgsql
-SET enable_memoize = off SET extra_float_digits = 3 AS $fn$
+CREATE FUNCTION trip_rollups(src regclass, swap boolean DEFAULT true) RETURNS void
+LANGUAGE plpgsql SET enable_memoize = off SET extra_float_digits = 3 AS $fn$
 DECLARE
     g  double precision;
     b  integer;
     cc double precision;
     bm integer;
+    njob bigint;
+    nstored real;
 BEGIN
     PERFORM trip_rollups_lock();  -- first: a rebuild may be changing the parameters
     -- the job's aggregates in memory (2M trips' clusters: 7.4 s at 64MB, 3.2 s at 256MB)
@@ -434,14 +493,30 @@ BEGIN
     $q$, src);
     DROP TABLE job_cells;
 
-    -- The job's clusters: the stored ones updated in one join, which returns their keys, and the
+    -- The job's clusters. When they are many against the stored ones (a large job), the table is
+    -- written anew beside the old (trip_clusters_rewrite) and put in its place at the end of the
+    -- job's transaction (trip_clusters_swap): an UPDATE of most rows in place is never HOT (trips
+    -- is indexed) and cost 76 s of a 10M-trip job's merge into a 100M store.
+    CREATE TEMP TABLE job_clusters ON COMMIT DROP AS SELECT * FROM trip_cluster_rows(src, cc, bm);
+    ANALYZE job_clusters;
+    SELECT count(*) INTO njob FROM job_clusters;
+    SELECT c.reltuples INTO nstored FROM pg_class c WHERE c.oid = 'trip_clusters'::regclass;
+    IF njob > 0 AND njob * 4 >= nstored AND NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        PERFORM trip_clusters_rewrite();
+        PERFORM trip_cluster_tops_refresh(ARRAY(SELECT DISTINCT j.region_id FROM job_clusters j),
+                                          'trip_clusters_next');
+        IF swap THEN
+            PERFORM trip_clusters_swap();
+        END IF;
+        DROP TABLE job_clusters;
+        RETURN;
+    END IF;
+    -- Else the stored ones updated in one join, which returns their keys, and the
     -- others inserted, so each key is probed once (a set-based UPDATE took 12 s where INSERT …
     -- ON CONFLICT DO UPDATE took 20 s for 2M trips' clusters, all stored already; a second probe
     -- of every key, ON CONFLICT DO NOTHING, took 9.6 s of a 5M-trip job at 10M, this 3.6 s).
     -- Memoize off: the planner, guessing a few matches, cached millions of probes that never
     -- repeat. The advisory lock keeps another job from inserting the same keys between.
-    CREATE TEMP TABLE job_clusters ON COMMIT DROP AS SELECT * FROM trip_cluster_rows(src, cc, bm);
-    ANALYZE job_clusters;
     CREATE TEMP TABLE job_matched ON COMMIT DROP AS
     WITH u AS (
         UPDATE trip_clusters c

@@ -12,7 +12,8 @@
    ``trip_rollups`` (db/migrations/001_baseline.sql): the two chains share the machine's cores.
 3. In that one transaction: the rejected rows (spooled to a temporary file, not memory), the
    CHECK and ``ATTACH PARTITION`` (a small job's rows are moved into ``trips_p0`` instead), the
-   job row set to ``succeeded`` with its event, then COMMIT: the trips appear together.
+   job row set to ``succeeded`` with its event, ``trip_clusters`` replaced by the copy a large
+   job's rollups wrote (``trip_clusters_swap``), then COMMIT: the trips appear together.
 
 A job that dies leaves at most an unattached ``trips_job_<id>`` that no query reads; the next
 attempt of the job drops it first, and every load drops those of failed jobs.
@@ -175,6 +176,9 @@ def load_job(
             _store_rejections(load, job.id, spool)
             jobs.finish_succeeded(load, job, counts)
             t = time.monotonic()
+            # Last: a large job's clusters were written anew beside trip_clusters (trip_rollups);
+            # the table is replaced here, its readers waiting from this lock to the commit.
+            load.execute("SELECT trip_clusters_swap()")
             load.commit()
             timings["commit_s"] = time.monotonic() - t
             log.info("job %s timings %s", job.id, {k: round(v, 2) for k, v in timings.items()})
@@ -433,7 +437,7 @@ def _finalize(
 def _rollups(load: psycopg.Connection, name: str, timings: dict[str, float]) -> None:
     """Add the job's trips to the summary tables, in the job's transaction."""
     t = time.monotonic()
-    load.execute("SELECT trip_rollups(%s::regclass)", [name])
+    load.execute("SELECT trip_rollups(%s::regclass, false)", [name])
     timings["rollups_s"] = time.monotonic() - t
 
 

@@ -5,6 +5,7 @@ equals the brute force of SPEC section 2."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -110,17 +111,61 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
     db_url: str, settings: Settings, tmp_path: Path
 ) -> None:
     small = settings.model_copy(update={"small_job_rows": 5000})
+    oids = [_clusters_oid(db_url)]
     for seed, rows in ((1, 20_000), (2, 3000), (1, 20_000)):  # the third repeats the first
         p = tmp_path / f"t{seed}-{rows}.csv"
         if not p.exists():
             generate_file(p, rows, seed=seed)
         job = ingest(db_url, small, p, force=True)
         assert job["state"] == "succeeded", job["error"]
+        oids.append(_clusters_oid(db_url))
+    # trip_clusters written anew by the first and third jobs (many clusters against the stored
+    # ones), merged in place by the second (3,000 trips against 20,000)
+    assert [a != b for a, b in zip(oids, oids[1:], strict=False)] == [True, False, True]
     _assert_exact(db_url)
     parts = query(
         db_url, "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'trips'::regclass"
     )
     assert parts[0]["n"] == 3  # trips_p0 and the two large jobs' partitions
+
+
+def _clusters_oid(db_url: str) -> int:
+    return int(query(db_url, "SELECT 'trip_clusters'::regclass::oid AS o")[0]["o"])
+
+
+def test_a_reader_waiting_on_the_swap_sees_the_new_clusters(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """A query of trip_clusters_near (the map's cluster tiles) that waits on the lock of
+    trip_clusters_swap answers from the table put in place, not from an empty one: its snapshot
+    is taken after its lock."""
+    p = tmp_path / "t.csv"
+    generate_file(p, 4000, seed=6)
+    assert ingest(db_url, settings, p)["state"] == "succeeded"
+    box = query(db_url, "SELECT ST_Extent(origin)::text AS b FROM trips")[0]["b"]
+    top = "SELECT trips FROM trip_clusters_near(%s::box2d, 100)  -- swap test"
+    before = query(db_url, top, [box])
+    seen: list[list[dict]] = []
+    with psycopg.connect(db_url) as job:
+        job.execute("CREATE TEMP TABLE again AS SELECT * FROM trips")
+        job.execute("SELECT trip_rollups('again', false)")  # every trip a second time
+        job.execute("SELECT trip_clusters_swap()")
+        reader = threading.Thread(target=lambda: seen.append(query(db_url, top, [box])))
+        reader.start()
+        with psycopg.connect(db_url, autocommit=True) as watch:
+            waiting = 0
+            for _ in range(200):  # until the reader waits on the lock (at most 10 s)
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%%-- swap test'"
+                ).fetchone()[0]  # type: ignore[index]
+                if waiting or not reader.is_alive():
+                    break
+                watch.execute("SELECT pg_sleep(0.05)")
+        assert waiting == 1
+        job.commit()
+    reader.join(10)
+    assert before and seen and [r["trips"] for r in seen[0]] == [2 * r["trips"] for r in before]
 
 
 def test_rebuild_with_other_parameters_is_the_brute_force(
