@@ -425,6 +425,7 @@ DECLARE
     bm integer;
     njob bigint;
     nstored real;
+    rewrite boolean;
 BEGIN
     PERFORM trip_rollups_lock();  -- first: a rebuild may be changing the parameters
     -- the job's aggregates in memory (2M trips' clusters: 7.4 s at 64MB, 3.2 s at 256MB)
@@ -493,51 +494,56 @@ BEGIN
     $q$, src);
     DROP TABLE job_cells;
 
-    -- The job's clusters. When they are many against the stored ones (a large job), the table is
-    -- written anew beside the old (trip_clusters_rewrite) and put in its place at the end of the
-    -- job's transaction (trip_clusters_swap): an UPDATE of most rows in place is never HOT (trips
-    -- is indexed) and cost 76 s of a 10M-trip job's merge into a 100M store.
+    -- The job's clusters, merged one of two ways, chosen by their count against the stored ones'
+    -- (measured at 10M and 100M: written anew costs about 3 µs a stored row, in place 11-16 µs a
+    -- job row, every update entering both indexes as trips is indexed and no update is HOT):
+    -- - a job with at least a quarter as many clusters as are stored (not on Citus, where the
+    --   table is distributed): the table written anew beside the old (trip_clusters_rewrite) and
+    --   put in its place by trip_clusters_swap, here, or with `swap` false at the end of the job's
+    --   transaction (the loader: its lock keeps readers waiting until the commit);
+    -- - else in place: the stored ones updated in one join, which returns their keys, and the
+    --   others inserted, so each key is probed once (a set-based UPDATE took 12 s where INSERT …
+    --   ON CONFLICT DO UPDATE took 20 s for 2M trips' clusters, all stored already; a second
+    --   probe of every key, ON CONFLICT DO NOTHING, took 9.6 s of a 5M-trip job at 10M, this
+    --   3.6 s). Memoize off: the planner, guessing a few matches, cached millions of probes that
+    --   never repeat.
+    -- The advisory lock keeps another job from inserting the same keys between.
     CREATE TEMP TABLE job_clusters ON COMMIT DROP AS SELECT * FROM trip_cluster_rows(src, cc, bm);
     ANALYZE job_clusters;
     SELECT count(*) INTO njob FROM job_clusters;
     SELECT c.reltuples INTO nstored FROM pg_class c WHERE c.oid = 'trip_clusters'::regclass;
-    IF njob > 0 AND njob * 4 >= nstored AND NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+    rewrite := njob > 0 AND njob * 4 >= nstored
+               AND NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus');
+    IF rewrite THEN
         PERFORM trip_clusters_rewrite();
-        PERFORM trip_cluster_tops_refresh(ARRAY(SELECT DISTINCT j.region_id FROM job_clusters j),
-                                          'trip_clusters_next');
-        IF swap THEN
-            PERFORM trip_clusters_swap();
-        END IF;
-        DROP TABLE job_clusters;
-        RETURN;
+    ELSE
+        CREATE TEMP TABLE job_matched ON COMMIT DROP AS
+        WITH u AS (
+            UPDATE trip_clusters c
+            SET trips = c.trips + j.trips,
+                sum_ox = c.sum_ox + j.sum_ox, sum_oy = c.sum_oy + j.sum_oy,
+                sum_dx = c.sum_dx + j.sum_dx, sum_dy = c.sum_dy + j.sum_dy
+            FROM job_clusters j
+            WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+                = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket)
+            RETURNING c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+        SELECT * FROM u;
+        ANALYZE job_matched;
+        INSERT INTO trip_clusters
+            (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
+        SELECT j.* FROM job_clusters j
+        WHERE NOT EXISTS (SELECT FROM job_matched m
+                          WHERE (m.region_id, m.ocx, m.ocy, m.dcx, m.dcy, m.bucket)
+                              = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket))
+        ORDER BY 1, 2, 3, 4, 5, 6;
+        DROP TABLE job_matched;
     END IF;
-    -- Else the stored ones updated in one join, which returns their keys, and the
-    -- others inserted, so each key is probed once (a set-based UPDATE took 12 s where INSERT …
-    -- ON CONFLICT DO UPDATE took 20 s for 2M trips' clusters, all stored already; a second probe
-    -- of every key, ON CONFLICT DO NOTHING, took 9.6 s of a 5M-trip job at 10M, this 3.6 s).
-    -- Memoize off: the planner, guessing a few matches, cached millions of probes that never
-    -- repeat. The advisory lock keeps another job from inserting the same keys between.
-    CREATE TEMP TABLE job_matched ON COMMIT DROP AS
-    WITH u AS (
-        UPDATE trip_clusters c
-        SET trips = c.trips + j.trips,
-            sum_ox = c.sum_ox + j.sum_ox, sum_oy = c.sum_oy + j.sum_oy,
-            sum_dx = c.sum_dx + j.sum_dx, sum_dy = c.sum_dy + j.sum_dy
-        FROM job_clusters j
-        WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
-            = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket)
-        RETURNING c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
-    SELECT * FROM u;
-    ANALYZE job_matched;
-    INSERT INTO trip_clusters
-        (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)
-    SELECT j.* FROM job_clusters j
-    WHERE NOT EXISTS (SELECT FROM job_matched m
-                      WHERE (m.region_id, m.ocx, m.ocy, m.dcx, m.dcy, m.bucket)
-                          = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket))
-    ORDER BY 1, 2, 3, 4, 5, 6;
-    PERFORM trip_cluster_tops_refresh(ARRAY(SELECT DISTINCT j.region_id FROM job_clusters j));
-    DROP TABLE job_clusters, job_matched;
+    PERFORM trip_cluster_tops_refresh(ARRAY(SELECT DISTINCT j.region_id FROM job_clusters j),
+        CASE WHEN rewrite THEN 'trip_clusters_next' ELSE 'trip_clusters' END);
+    IF rewrite AND swap THEN
+        PERFORM trip_clusters_swap();
+    END IF;
+    DROP TABLE job_clusters;
 END
 $fn$;
 
