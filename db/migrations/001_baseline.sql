@@ -575,7 +575,7 @@ CREATE FUNCTION trips_point_in_area_sql(col text, is_box boolean) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN is_box
         THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
-        ELSE format('ST_Covers($9, t.%I)', col) END
+        ELSE format('_ST_Covers($9, t.%I)', col) END
 $$;
 
 -- Grid squares (cells, or blocks of cells, of side `size`) as few rectangles: runs along each
@@ -600,22 +600,29 @@ RETURNS geometry[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Trips per week of the window [w0, w0 + 7 * n) with one end ('o' origin, 'd' destination) in
--- the area, for the regions `regs` (NULL: all). The summary grid does the inside: every stored
--- block, then cell, whose envelope (widened by 1e-9 degrees, so that a point floor() puts in a
--- cell is inside it whatever the rounding) the area covers is read from weekly_cell_trips; the
--- cells the area's edge cuts are read from the raw points, each tested exactly (ST_Covers, or
--- coordinates for a box): in each large job's table by the cut cells' keys, index-only, from
--- its B-tree on the end's cell key, which holds the point (service/ingest/indexes.py); in
--- trips_p0 (the small jobs' rows) through GiST, one bitmap heap scan over the rectangles of cut
--- cells. (10M, 30 boxes: p95 origin 63 -> 51 ms, destination 101 -> 49 ms against the GiST
--- bitmap heap scans of the job tables, whose heap order scatters the destinations.)
+-- the area, for the regions `regs` (NULL: all), as rows per week to add up (up to two a week).
+-- The summary grid does the inside: every stored block, then cell, whose envelope (widened by
+-- 1e-9 degrees, so that a point floor() puts in a cell is inside it whatever the rounding) the
+-- area covers is read from weekly_cell_trips; the cells the area's edge cuts are read from the
+-- raw points, each tested exactly (_ST_Covers, or coordinates for a box): in each large job's
+-- table by the cut cells' keys, index-only, from its B-tree on the end's cell key, which holds
+-- the point (service/ingest/indexes.py); in trips_p0 (the small jobs' rows) through GiST, one
+-- bitmap heap scan over the rectangles of cut cells.
 --
+-- The job tables' read is planned with bitmap scans off and, unless the cut cells hold over
+-- 150,000 points (trip_cells), no workers: the planner, which prices a GEOS test at 10,000
+-- operators, otherwise picks parallel bitmap heap scans, whose workers and heap visits cost more
+-- than the index-only read they replace (10M, 5 polygons: p95 200 -> 134 ms; 30 boxes: origin
+-- p95 67 -> 59 ms). _ST_Covers is PostGIS's ST_Covers without its index support: ST_Covers
+-- would add `point @ area` on the job's GiST, a scan of every point in the area's bounds (600,000
+-- at 10M for the largest polygon), where the cut cells' keys already select the points to test.
 -- enable_indexscan is on for the call, whatever the session's: PostgreSQL considers index-only
--- scans only with it (the GiST read of trips_p0 is then the planner's choice of an index or a
--- bitmap scan).
+-- scans only with it.
 CREATE FUNCTION trips_weekly_end(area geometry, p_side "char", w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
-SET enable_indexscan = on AS $fn$
+SET enable_indexscan = on SET enable_bitmapscan = on SET max_parallel_workers_per_gather = 2
+SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
 DECLARE
     eps CONSTANT double precision := 1e-9;
@@ -627,6 +634,8 @@ DECLARE
     col text := CASE p_side WHEN 'o' THEN 'origin' ELSE 'destination' END;
     in_bx int[]; in_by int[]; cut_bx int[]; cut_by int[];
     in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
+    cut_points bigint;
+    cut_blocks bigint[];
     rects geometry[];
     cut_keys bigint[];
     raw text;
@@ -641,16 +650,20 @@ BEGIN
           FROM trip_cells k
           WHERE k.side = big AND k.env && wide
             AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
+    cut_blocks := ARRAY(SELECT k.bx::bigint * 4294967296 + k.by
+                        FROM unnest(cut_bx, cut_by) AS k(bx, by));
 
     SELECT array_agg(c.cx) FILTER (WHERE c.covered), array_agg(c.cy) FILTER (WHERE c.covered),
-           array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered)
-    INTO in_cx, in_cy, cut_cx, cut_cy
-    FROM (SELECT k.cx, k.cy,
+           array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered),
+           coalesce(sum(c.trips) FILTER (WHERE NOT c.covered), 0)
+    INTO in_cx, in_cy, cut_cx, cut_cy, cut_points
+    FROM (SELECT k.cx, k.cy, k.trips,
                  trips_area_covers_cell(area, k.env, is_box) AS covered
-          FROM unnest(cut_bx, cut_by) AS p(bx, by)
-          JOIN trip_cells k ON k.side = p_side AND k.cx BETWEEN p.bx * b AND p.bx * b + b - 1
-                           AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
-          WHERE k.env && wide AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
+          FROM trip_cells k
+          WHERE k.side = p_side AND k.env && wide
+            AND floor(k.cx::float8 / b)::bigint * 4294967296 + floor(k.cy::float8 / b)::bigint
+                = ANY(cut_blocks)
+            AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
 
     -- the cut cells as rectangles clipped to the area's bounds: the GiST scans fetch no point
     -- the area cannot hold
@@ -667,9 +680,8 @@ BEGIN
               AND t.started_at >= $1 AND t.started_at < $2 + 7
               AND ($3::int[] IS NULL OR t.region_id = ANY($3))',
         col, trips_point_in_area_sql(col, is_box));
-    -- the raw points: in trips_p0 one bitmap heap scan over the rectangles' GiST scans
-    -- (`&& ANY`); in the job tables (part <> 0) the keys' ranges of their B-trees, index-only
-    -- and serial (the scans are short: workers would cost more to start than they save)
+    -- the summary rows, and the raw points of trips_p0: one bitmap heap scan over the
+    -- rectangles' GiST scans (`&& ANY`)
     RETURN QUERY EXECUTE format($q$
         SELECT s.week, sum(s.n)::bigint FROM (
             SELECT w.week, w.trips AS n
@@ -686,29 +698,42 @@ BEGIN
             FROM trips t
             WHERE t.part = 0 AND t.%1$I && ANY($16::geometry[]) AND %2$s
             GROUP BY 1
-            UNION ALL
-            SELECT date_trunc('week', t.started_at)::date, count(*)
-            FROM trips t
-            WHERE t.part <> 0 AND %2$s
-            GROUP BY 1
         ) s GROUP BY s.week
     $q$, col, raw)
     USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
           in_bx, in_by, big, in_cx, in_cy, p_side, rects, cut_keys;
+    -- the job tables (part <> 0): the keys' ranges of their B-trees, index-only
+    RAISE DEBUG 'trips_weekly_end: % cut cells, % points', cardinality(cut_keys), cut_points;
+    PERFORM set_config('enable_bitmapscan', 'off', true);
+    IF cut_points > 150000 THEN
+        PERFORM trips_parallel_if_many(cut_points, 150000);
+    ELSE
+        PERFORM set_config('max_parallel_workers_per_gather', '0', true);
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT date_trunc('week', t.started_at)::date, count(*)
+        FROM trips t
+        WHERE t.part <> 0 AND %s
+        GROUP BY 1
+    $q$, raw)
+    USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
+          NULL::int[], NULL::int[], big, NULL::int[], NULL::int[], p_side, rects, cut_keys;
 END
 $fn$;
 
 -- A big area's raw reads in parallel workers (the planner, which estimates a few rows for
--- `&&` on both ends, would not plan them): when the points to read are more than 300,000 (for
--- an area, the origins in the cells its bounds meet, from trip_cells). For the calling function
+-- `&&` on both ends, would not plan them): when the points to read are more than `above`
+-- (300,000 for `both`: for an area, the origins in the cells its bounds meet, from trip_cells;
+-- 150,000 for trips_weekly_end's index-only reads of cut cells). For the calling function
 -- only: its SET clauses put PostgreSQL's defaults back when it returns. (10M, 30 boxes, `both`:
 -- p95 1,218 -> 424 ms; a small box would pay the workers' start, so small areas stay serial.)
 -- set_config cannot run in a parallel query, so the weekly functions that reach it are left
 -- PARALLEL UNSAFE (the default): they are never run inside a worker, and the queries they
 -- EXECUTE are planned on their own, in parallel when these settings allow.
-CREATE FUNCTION trips_parallel_if_many(points bigint) RETURNS void LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION trips_parallel_if_many(points bigint, above bigint DEFAULT 300000)
+RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF points > 300000 THEN
+    IF points > above THEN
         PERFORM set_config('parallel_setup_cost', '0', true);
         PERFORM set_config('parallel_tuple_cost', '0', true);
         PERFORM set_config('min_parallel_table_scan_size', '0', true);
@@ -871,7 +896,8 @@ BEGIN
         RETURN QUERY SELECT w.week, sum(w.trips)::bigint FROM weekly_trips w
             WHERE w.region_id = ANY(regs) AND w.week BETWEEN w0 AND w1 GROUP BY w.week;
     ELSIF match IN ('origin', 'destination') THEN
-        RETURN QUERY SELECT * FROM trips_weekly_end(area, left(match, 1)::"char", w0, w1, regs);
+        RETURN QUERY SELECT e.week, sum(e.n)::bigint
+            FROM trips_weekly_end(area, left(match, 1)::"char", w0, w1, regs) e GROUP BY e.week;
     ELSE  -- both, either: rows per week to add up
         RETURN QUERY SELECT p.week, sum(p.n)::bigint
             FROM trips_weekly_pair(area, match, w0, w1, regs) p GROUP BY p.week;

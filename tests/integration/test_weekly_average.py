@@ -291,6 +291,49 @@ def test_psql_answers_what_the_api_answers(
         assert rows == (sum(tr.region.lower() == "prague" for tr in trips),)
 
 
+def test_a_polygon_reads_the_job_tables_cut_cells_index_only(
+    loaded: tuple[TestClient, list[Trip]], db_url: str
+) -> None:
+    """A polygon's raw points in a large job's table are read index-only from its B-tree on the
+    end's cell key, tested by _ST_Covers: no bitmap heap scan and no `point @ area` condition
+    on the job's GiST, which reads every point in the area's bounds (the plans of the function's
+    statements, by auto_explain)."""
+    client, trips = loaded
+    cx, cy = CENTERS["Prague"]
+    ring = [
+        [cx + r * math.cos(a * math.pi / 6), cy + r * math.sin(a * math.pi / 6)]
+        for a, r in zip(range(12), [0.05, 0.03] * 6, strict=True)
+    ]
+    polygon = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        try:
+            conn.execute("LOAD 'auto_explain'")
+        except psycopg.errors.InsufficientPrivilege:
+            pytest.skip("auto_explain needs a superuser (DATABASE_URL's role is not one)")
+        for name, value in [
+            ("log_min_duration", "0"),
+            ("log_nested_statements", "on"),
+            ("log_level", "notice"),
+        ]:
+            conn.execute(
+                sql.SQL("SET {} = {}").format(
+                    sql.Identifier("auto_explain", name), sql.Literal(value)
+                )
+            )
+        plans: list[str] = []
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for match in ("origin", "destination"):
+            plans.clear()
+            rows = conn.execute(POLYGON_SQL, [json.dumps(polygon), match]).fetchall()
+            series = [{"week": w, "trips": n} for w, n in rows]
+            assert series == _expected(trips, {"match": match, "polygon": polygon})["series"]
+            assert sum(n for _, n in rows) > 0
+            job = [p for p in plans if "part <> 0" in p and "Index" in p]
+            assert job, "\n".join(plans)
+            assert any("Index Only Scan using trips_job_" in p for p in job), job
+            assert all("Bitmap Heap Scan" not in p and f"({match} @" not in p for p in job), job
+
+
 @pytest.mark.parametrize("cell,block", [(0.02, 10), (0.0075, 3)])
 def test_other_summary_grids_equal_brute_force(
     settings: Settings, db_url: str, tmp_path: Path, cell: float, block: int
