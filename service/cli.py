@@ -83,11 +83,11 @@ def db_url() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the SQL migrations in db/migrations (idempotent)."""
-    from service.db.migrate import OldHistory, migrate
+    from service.db.migrate import CannotMigrate, migrate
 
     try:
         applied = migrate(_settings().resolved_database_url())
-    except OldHistory as e:
+    except CannotMigrate as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo("applied: " + ", ".join(applied) if applied else "up to date")

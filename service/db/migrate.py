@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -48,18 +49,21 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
                        version integer PRIMARY KEY,
                        name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
+                       applied_at timestamptz NOT NULL DEFAULT now(),
+                       sha256 text)"""
             )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text")
             _refuse_old_history(conn)
-            for version, name, sql in available(directory):
+            files = available(directory)
+            done = _refuse_changed(conn, files)
+            for version, name, sql in files:
                 if version in done:
                     continue
                 with conn.transaction():
                     conn.execute(sql.encode())
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        [version, name],
+                        "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                        [version, name, checksum(sql)],
                     )
                 applied_now.append(name)
         finally:
@@ -67,7 +71,11 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
     return applied_now
 
 
-class OldHistory(RuntimeError):
+class CannotMigrate(RuntimeError):
+    """The database cannot be brought to these migrations in place: it must be made afresh."""
+
+
+class OldHistory(CannotMigrate):
     """The database was made by the migrations from before the baseline."""
 
 
@@ -82,6 +90,37 @@ def _refuse_old_history(conn: psycopg.Connection) -> None:
             "(or `trips db down` and remove the local cluster's data directory, shown by "
             "`trips db status`), then run `trips db migrate` and ingest the files again."
         )
+
+
+def checksum(sql: str) -> str:
+    """The SHA-256 of a migration's text, recorded when it is applied."""
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+class ChangedMigration(CannotMigrate):
+    """A migration applied to the database is not the file of the same number any more."""
+
+
+def _refuse_changed(conn: psycopg.Connection, files: list[tuple[int, str, str]]) -> set[int]:
+    """The versions applied, each checked against its file's checksum. Until a release, the
+    baseline is edited in place (db/migrations/001_baseline.sql): a store migrated from another
+    text of it has other functions, and sometimes other tables, than this code calls."""
+    text = {v: (name, sql) for v, name, sql in files}
+    done = set()
+    for version, name, sha in conn.execute(
+        "SELECT version, name, sha256 FROM schema_migrations ORDER BY version"
+    ):
+        done.add(version)
+        if version in text and sha != checksum(text[version][1]):
+            raise ChangedMigration(
+                f"{name} has changed since this database was migrated"
+                + (" (no checksum recorded: migrated before the checks)" if sha is None else "")
+                + "; the store cannot be brought to the new text in place. Start afresh: drop "
+                "the database (or `trips db down` and remove the local cluster's data directory, "
+                "shown by `trips db status`), then run `trips db migrate` and ingest the files "
+                "again."
+            )
+    return done
 
 
 def pending(conn: psycopg.Connection) -> list[str]:

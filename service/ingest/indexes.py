@@ -105,5 +105,5 @@ def job_index_statements(name: str, table: sql.Identifier, cell: float) -> dict[
     keys = {
         f"{end[0]}cell": _cell_key_sql(name, table, end, cell) for end in ("destination", "origin")
     }
-    first = dict(list(out.items())[:2])  # the GiSTs
-    return first | keys | {k: v for k, v in out.items() if k not in first}
+    gists = {k: out[k] for k, d in _JOB_INDEXES.items() if d.startswith("gist")}
+    return gists | keys | {k: v for k, v in out.items() if k not in gists}

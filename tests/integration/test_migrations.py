@@ -64,3 +64,27 @@ def test_a_store_of_the_old_history_is_refused(db_url: str) -> None:
         migrate(db_url)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT to_regclass('trips')").fetchone() == (None,)
+
+
+def test_a_store_migrated_from_another_baseline_text_is_refused(db_url: str) -> None:
+    """The baseline is edited in place until a release: a store whose recorded checksum is not
+    the file's (or that has none, migrated before the checks) is refused, with how to start
+    afresh; an unchanged store migrates as before."""
+    import pytest
+
+    from service.db.migrate import ChangedMigration, checksum
+
+    name, text = available()[0][1], available()[0][2]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT name, sha256 FROM schema_migrations WHERE version = 1")
+        assert row.fetchone() == (name, checksum(text))
+        conn.execute("UPDATE schema_migrations SET sha256 = %s WHERE version = 1", ["0" * 64])
+    with pytest.raises(ChangedMigration, match=f"{name} has changed.*Start afresh"):
+        migrate(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = NULL WHERE version = 1")
+    with pytest.raises(ChangedMigration, match="no checksum recorded"):
+        migrate(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = %s WHERE version = 1", [checksum(text)])
+    assert migrate(db_url) == []
