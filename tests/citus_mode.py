@@ -61,7 +61,7 @@ TABLES = [
 ]
 RESET = [
     "UPDATE trip_id_counter SET next_id = 1",
-    "UPDATE trip_grid SET cell = 0.005, block = 10",
+    "UPDATE trip_grid SET cell = 0.005, block = 5",
     "UPDATE trip_cluster_params SET cell = 0.01, bucket_minutes = 60",
     "UPDATE trip_extent SET trips = 0, minx = NULL, miny = NULL, maxx = NULL, maxy = NULL,"
     " spanx = 0, spany = 0, t0 = NULL, t1 = NULL",

@@ -5,7 +5,7 @@
 
 - trips, below DETAIL_ZOOM: one point per occupied cell of a 64 x 64 grid over the tile
   (`ST_SnapToGrid` at the tile's resolution), `trips` = the trips whose origin is in the cell,
-  counted from the summary `trip_cells` (blocks of 0.05 degree below BLOCK_ZOOM, cells of
+  counted from the summary `trip_cells` (blocks of 0.025 degree below BLOCK_ZOOM, cells of
   0.005 degree above, each at its centre), so a tile reads at most a few thousand summary rows,
   never millions of trips;
 - trips, from DETAIL_ZOOM: the trips themselves, lines origin → destination, those with an end

@@ -338,7 +338,7 @@ def test_a_polygon_reads_the_job_tables_cut_cells_index_only(
 def test_other_summary_grids_equal_brute_force(
     settings: Settings, db_url: str, tmp_path: Path, cell: float, block: int
 ) -> None:
-    """With a summary grid other than 0.005-degree cells in blocks of 10 (coarser, and one whose
+    """With a summary grid other than 0.005-degree cells in blocks of 5 (coarser, and one whose
     bounds are not round numbers), the answers are exact too."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE trip_grid SET cell = %s, block = %s", [cell, block])
