@@ -614,8 +614,9 @@ $$;
 -- The job tables' read is planned with bitmap scans off and, unless the cut cells hold over
 -- 150,000 points (trip_cells), no workers: the planner, which prices a GEOS test at 10,000
 -- operators, otherwise picks parallel bitmap heap scans, whose workers and heap visits cost more
--- than the index-only read they replace (10M, 5 polygons: p95 200 -> 134 ms; 30 boxes: origin
--- p95 67 -> 59 ms). _ST_Covers is PostGIS's ST_Covers without its index support: ST_Covers
+-- than the index-only read they replace (10M, each area's best of 3 against the previous
+-- function: 5 polygons p95 191 -> 95 ms, 30 boxes 49 -> 43 ms; 100M, the benchmark's polygons
+-- 3,394 -> 841 ms). _ST_Covers is PostGIS's ST_Covers without its index support: ST_Covers
 -- would add `point @ area` on the job's GiST, a scan of every point in the area's bounds (600,000
 -- at 10M for the largest polygon), where the cut cells' keys already select the points to test.
 -- enable_indexscan is on for the call, whatever the session's: PostgreSQL considers index-only
@@ -704,7 +705,8 @@ BEGIN
     $q$, col, raw)
     USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
           in_bx, in_by, big, in_cx, in_cy, p_side, rects, cut_keys;
-    -- the job tables (part <> 0): the keys' ranges of their B-trees, index-only
+    -- the job tables (part <> 0): the keys' ranges of their B-trees, index-only (the same
+    -- parameters, those the raw test does not use passed as NULL)
     RAISE DEBUG 'trips_weekly_end: % cut cells, % points', cardinality(cut_keys), cut_points;
     PERFORM set_config('enable_bitmapscan', 'off', true);
     IF cut_points > 150000 THEN
