@@ -635,10 +635,9 @@ DECLARE
     wide geometry := ST_Expand(area, eps);
     big "char" := upper(p_side::text)::"char";
     col text := CASE p_side WHEN 'o' THEN 'origin' ELSE 'destination' END;
-    in_bx int[]; in_by int[]; cut_bx int[]; cut_by int[];
-    in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
+    in_bx int[]; in_by int[]; in_cx int[]; in_cy int[]; cut_cx int[]; cut_cy int[];
+    cut_blocks bigint[];  -- the cut blocks' keys, bx * 2^32 + by
     cut_points bigint;
-    cut_blocks bigint[];
     rects geometry[];
     cut_keys bigint[];
     raw text;
@@ -646,15 +645,13 @@ BEGIN
     SELECT t.cell, t.block INTO g, b FROM trip_grid t;
     -- blocks, then the cells of the cut blocks: 'in' when the area covers the widened envelope
     SELECT array_agg(c.cx) FILTER (WHERE c.covered), array_agg(c.cy) FILTER (WHERE c.covered),
-           array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered)
-    INTO in_bx, in_by, cut_bx, cut_by
+           array_agg(c.cx::bigint * 4294967296 + c.cy) FILTER (WHERE NOT c.covered)
+    INTO in_bx, in_by, cut_blocks
     FROM (SELECT k.cx, k.cy,
                  trips_area_covers_cell(area, k.env, is_box) AS covered
           FROM trip_cells k
           WHERE k.side = big AND k.env && wide
             AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)))) c;
-    cut_blocks := ARRAY(SELECT k.bx::bigint * 4294967296 + k.by
-                        FROM unnest(cut_bx, cut_by) AS k(bx, by));
 
     SELECT array_agg(c.cx) FILTER (WHERE c.covered), array_agg(c.cy) FILTER (WHERE c.covered),
            array_agg(c.cx) FILTER (WHERE NOT c.covered), array_agg(c.cy) FILTER (WHERE NOT c.covered),
