@@ -75,6 +75,13 @@ class CannotMigrate(RuntimeError):
     """The database cannot be brought to these migrations in place: it must be made afresh."""
 
 
+AFRESH = (
+    "Start afresh: drop the database (or `trips db down` and remove the local cluster's data "
+    "directory, shown by `trips db status`), then run `trips db migrate` and ingest the files "
+    "again."
+)
+
+
 class OldHistory(CannotMigrate):
     """The database was made by the migrations from before the baseline."""
 
@@ -86,9 +93,7 @@ def _refuse_old_history(conn: psycopg.Connection) -> None:
     if row is not None and row[0] != BASELINE:
         raise OldHistory(
             "this database was made by the migrations from before the baseline "
-            f"({row[0]}, …); it cannot be upgraded in place. Start afresh: drop the database "
-            "(or `trips db down` and remove the local cluster's data directory, shown by "
-            "`trips db status`), then run `trips db migrate` and ingest the files again."
+            f"({row[0]}, …); it cannot be upgraded in place. {AFRESH}"
         )
 
 
@@ -105,20 +110,17 @@ def _refuse_changed(conn: psycopg.Connection, files: list[tuple[int, str, str]])
     """The versions applied, each checked against its file's checksum. Until a release, the
     baseline is edited in place (db/migrations/001_baseline.sql): a store migrated from another
     text of it has other functions, and sometimes other tables, than this code calls."""
-    text = {v: (name, sql) for v, name, sql in files}
+    text = {v: sql for v, _, sql in files}
     done = set()
     for version, name, sha in conn.execute(
         "SELECT version, name, sha256 FROM schema_migrations ORDER BY version"
     ):
         done.add(version)
-        if version in text and sha != checksum(text[version][1]):
+        if version in text and sha != checksum(text[version]):
             raise ChangedMigration(
                 f"{name} has changed since this database was migrated"
                 + (" (no checksum recorded: migrated before the checks)" if sha is None else "")
-                + "; the store cannot be brought to the new text in place. Start afresh: drop "
-                "the database (or `trips db down` and remove the local cluster's data directory, "
-                "shown by `trips db status`), then run `trips db migrate` and ingest the files "
-                "again."
+                + f"; the store cannot be brought to the new text in place. {AFRESH}"
             )
     return done
 
