@@ -170,11 +170,22 @@ def _init(datadir: Path, conf: dict[str, str] | None = None) -> None:
     )
     if res.returncode != 0:
         raise ClusterError(f"initdb failed: {res.stderr.strip()}")
+    _write_conf(datadir, conf)
+
+
+CONF_MARK = "\n# trips service\n"
+
+
+def _write_conf(datadir: Path, conf: dict[str, str] | None = None) -> None:
+    """This code's server settings, as the section after CONF_MARK of postgresql.auto.conf
+    (replaced, not appended to): at initdb, and before each start of a local or private cluster
+    (the Citus nodes are private clusters), so a data directory kept from older code (a CI
+    machine's /var/tmp) runs with today's settings."""
     settings = "\n".join(f"{k} = {v}" for k, v in {**SERVER_CONF, **(conf or {})}.items())
-    auto = pgdata / "postgresql.auto.conf"
+    auto = datadir / "data" / "postgresql.auto.conf"
     content = auto.read_text() if auto.exists() else ""
     auto_tmp = datadir / "auto.conf.tmp"
-    auto_tmp.write_text(content + "\n# trips service\n" + settings + "\n")
+    auto_tmp.write_text(content.split(CONF_MARK)[0] + CONF_MARK + settings + "\n")
     _run(["cp", str(auto_tmp), str(auto)])
     auto_tmp.unlink()
 
@@ -244,6 +255,7 @@ def up(workers: int | None = None) -> ClusterInfo:
         if port_in_use:
             info.port = _free_port(0)
             _save_info(info)
+        _write_conf(Path(info.datadir))
         res = _run(
             [
                 str(pg_bindir() / "pg_ctl"),
@@ -318,6 +330,8 @@ class PrivateCluster:
     def start(self) -> PrivateCluster:
         if not (Path(self.info.datadir) / "data" / "PG_VERSION").exists():
             _init(Path(self.info.datadir), self.conf)
+        else:
+            _write_conf(Path(self.info.datadir), self.conf)
         res = _run(
             [
                 str(pg_bindir() / "pg_ctl"),
