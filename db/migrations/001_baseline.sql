@@ -572,11 +572,17 @@ $$;
 
 -- The exact test of a raw point `t.<col>` against the area, as SQL text for the raw reads'
 -- EXECUTE, whose parameters are $5-$8 the area's bounds and $9 the area: coordinates for a box,
--- else ST_Covers.
+-- else _ST_Covers. A box's four comparisons are one, least(x - xmin, xmax - x, y - ymin,
+-- ymax - y) >= 0: the same answer (a difference of two doubles is 0 only when they are equal,
+-- and has the sign of their order), which the planner estimates as one inequality (a third)
+-- where it took each range for 0.5 %. With four ranges a big box's `both` was estimated at
+-- 2 rows of 358,762, and its workers sent every row to the leader to be counted instead of
+-- counting them (partial aggregation).
 CREATE FUNCTION trips_point_in_area_sql(col text, is_box boolean) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN is_box
-        THEN format('ST_X(t.%1$I) BETWEEN $5 AND $6 AND ST_Y(t.%1$I) BETWEEN $7 AND $8', col)
+        THEN format('least(ST_X(t.%1$I) - $5, $6 - ST_X(t.%1$I), ST_Y(t.%1$I) - $7, $8 - ST_Y(t.%1$I))
+                     >= 0', col)
         ELSE format('_ST_Covers($9, t.%I)', col) END
 $$;
 
@@ -759,11 +765,9 @@ SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512
 #variable_conflict use_column
 DECLARE
     inside text := CASE WHEN trips_area_is_box(area)
-        THEN 't.origin && $1 AND t.destination && $1
-              AND ST_X(t.origin) BETWEEN ST_XMin($1) AND ST_XMax($1)
-              AND ST_Y(t.origin) BETWEEN ST_YMin($1) AND ST_YMax($1)
-              AND ST_X(t.destination) BETWEEN ST_XMin($1) AND ST_XMax($1)
-              AND ST_Y(t.destination) BETWEEN ST_YMin($1) AND ST_YMax($1)'
+        THEN 't.origin && $1 AND t.destination && $1 AND '
+             || trips_point_in_area_sql('origin', true) || ' AND '
+             || trips_point_in_area_sql('destination', true)
         ELSE 'ST_Covers($1, t.origin) AND ST_Covers($1, t.destination)' END;
 BEGIN
     PERFORM trips_parallel_if_big(area);
@@ -776,7 +780,8 @@ BEGIN
           AND t.started_at >= $2 AND t.started_at < $3 + 7
           AND ($4::int[] IS NULL OR t.region_id = ANY($4))
         GROUP BY 1
-    $q$, inside) USING area, w0, w1, regs;
+    $q$, inside) USING area, w0, w1, regs, ST_XMin(area), ST_XMax(area), ST_YMin(area),
+                       ST_YMax(area);
 END
 $fn$;
 
