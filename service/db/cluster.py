@@ -144,7 +144,7 @@ def _save_info(info: ClusterInfo) -> None:
     f.write_text(json.dumps(asdict(info), indent=2))
 
 
-def _init(datadir: Path, conf: dict[str, str] | None = None) -> None:
+def _init(datadir: Path) -> None:
     datadir.parent.mkdir(parents=True, exist_ok=True)
     if _is_root():
         pw = pwd.getpwnam("postgres")
@@ -170,7 +170,6 @@ def _init(datadir: Path, conf: dict[str, str] | None = None) -> None:
     )
     if res.returncode != 0:
         raise ClusterError(f"initdb failed: {res.stderr.strip()}")
-    _write_conf(datadir, conf)
 
 
 CONF_MARK = "\n# trips service\n"
@@ -178,7 +177,7 @@ CONF_MARK = "\n# trips service\n"
 
 def _write_conf(datadir: Path, conf: dict[str, str] | None = None) -> None:
     """This code's server settings, as the section after CONF_MARK of postgresql.auto.conf
-    (replaced, not appended to): at initdb, and before each start of a local or private cluster
+    (replaced, not appended to): before each start of a local or private cluster, the first too
     (the Citus nodes are private clusters), so a data directory kept from older code (a CI
     machine's /var/tmp) runs with today's settings."""
     settings = "\n".join(f"{k} = {v}" for k, v in {**SERVER_CONF, **(conf or {})}.items())
@@ -329,9 +328,8 @@ class PrivateCluster:
 
     def start(self) -> PrivateCluster:
         if not (Path(self.info.datadir) / "data" / "PG_VERSION").exists():
-            _init(Path(self.info.datadir), self.conf)
-        else:
-            _write_conf(Path(self.info.datadir), self.conf)
+            _init(Path(self.info.datadir))
+        _write_conf(Path(self.info.datadir), self.conf)
         res = _run(
             [
                 str(pg_bindir() / "pg_ctl"),
