@@ -129,6 +129,16 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
         db_url, "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'trips'::regclass"
     )
     assert parts[0]["n"] == 3  # trips_p0 and the two large jobs' partitions
+    # the in-place merge turns merge and hash joins off for its UPDATE alone: the caller's
+    # session keeps its settings (a batch merged again, rolled back)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET enable_hashjoin = on")
+        conn.execute("CREATE TEMP TABLE again AS SELECT * FROM trips LIMIT 500")
+        conn.execute("SELECT trip_rollups('again'::regclass, false)")
+        assert conn.execute("SELECT 'trip_clusters'::regclass::oid").fetchone()[0] == oids[-1]
+        assert conn.execute("SHOW enable_mergejoin").fetchone()[0] == "on"
+        assert conn.execute("SHOW enable_hashjoin").fetchone()[0] == "on"
+        conn.rollback()
 
 
 def _clusters_oid(db_url: str) -> int:
