@@ -397,6 +397,27 @@ BEGIN
 END
 $fn$;
 
+-- The stored clusters among the job's (temporary table job_clusters) updated in place, their keys
+-- kept in job_matched: one probe of the key per job cluster, in key order (job_clusters is), merge
+-- and hash joins off for this statement alone. The planner's merge join read the whole key index:
+-- 31.3 s against 20.4 s for a job of 4.7M clusters into 36.5M (docs/performance.md).
+CREATE FUNCTION trip_clusters_update() RETURNS void LANGUAGE plpgsql
+SET enable_mergejoin = off SET enable_hashjoin = off AS $fn$
+BEGIN
+    CREATE TEMP TABLE job_matched ON COMMIT DROP AS
+    WITH u AS (
+        UPDATE trip_clusters c
+        SET trips = c.trips + j.trips,
+            sum_ox = c.sum_ox + j.sum_ox, sum_oy = c.sum_oy + j.sum_oy,
+            sum_dx = c.sum_dx + j.sum_dx, sum_dy = c.sum_dy + j.sum_dy
+        FROM job_clusters j
+        WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+            = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket)
+        RETURNING c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
+    SELECT * FROM u;
+END
+$fn$;
+
 -- Put trip_clusters_next, when this transaction wrote one, in the place of trip_clusters: the
 -- last step of a job's transaction, as its lock keeps readers of trip_clusters waiting until the
 -- commit. Readers that then go on see the new table; one whose snapshot predates the commit (a
@@ -428,8 +449,6 @@ DECLARE
     njob bigint;
     nstored real;
     rewrite boolean;
-    mj text;
-    hj text;
 BEGIN
     PERFORM trip_rollups_lock();  -- first: a rebuild may be changing the parameters
     -- the job's aggregates in memory (2M trips' clusters: 7.4 s at 64MB, 3.2 s at 256MB)
@@ -510,10 +529,8 @@ BEGIN
     --   ON CONFLICT DO UPDATE took 20 s for 2M trips' clusters, all stored already; a second
     --   probe of every key, ON CONFLICT DO NOTHING, took 9.6 s of a 5M-trip job at 10M, this
     --   3.6 s). Memoize off: the planner, guessing a few matches, cached millions of probes that
-    --   never repeat. The UPDATE alone probes the key index once per job cluster, in key order
-    --   (merge and hash joins off for it only): the planner's merge join read the whole key
-    --   index, 31.3 s against 20.4 s for a job of 4.7M clusters into 36.5M (docs/performance.md);
-    --   for the INSERT's NOT EXISTS against the few matched keys they stay on.
+    --   never repeat. The UPDATE probes the key (trip_clusters_update); the INSERT's NOT EXISTS
+    --   against the few matched keys keeps the planner's joins.
     -- The advisory lock keeps another job from inserting the same keys between.
     CREATE TEMP TABLE job_clusters ON COMMIT DROP AS SELECT * FROM trip_cluster_rows(src, cc, bm);
     ANALYZE job_clusters;
@@ -524,23 +541,7 @@ BEGIN
     IF rewrite THEN
         PERFORM trip_clusters_rewrite();
     ELSE
-        mj := current_setting('enable_mergejoin');
-        hj := current_setting('enable_hashjoin');
-        PERFORM set_config('enable_mergejoin', 'off', true),
-                set_config('enable_hashjoin', 'off', true);
-        CREATE TEMP TABLE job_matched ON COMMIT DROP AS
-        WITH u AS (
-            UPDATE trip_clusters c
-            SET trips = c.trips + j.trips,
-                sum_ox = c.sum_ox + j.sum_ox, sum_oy = c.sum_oy + j.sum_oy,
-                sum_dx = c.sum_dx + j.sum_dx, sum_dy = c.sum_dy + j.sum_dy
-            FROM job_clusters j
-            WHERE (c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
-                = (j.region_id, j.ocx, j.ocy, j.dcx, j.dcy, j.bucket)
-            RETURNING c.region_id, c.ocx, c.ocy, c.dcx, c.dcy, c.bucket)
-        SELECT * FROM u;
-        PERFORM set_config('enable_mergejoin', mj, true),
-                set_config('enable_hashjoin', hj, true);
+        PERFORM trip_clusters_update();
         ANALYZE job_matched;
         INSERT INTO trip_clusters
             (region_id, ocx, ocy, dcx, dcy, bucket, trips, sum_ox, sum_oy, sum_dx, sum_dy)

@@ -132,7 +132,6 @@ def test_jobs_with_overlapping_keys_store_exact_rollups(
     # the in-place merge turns merge and hash joins off for its UPDATE alone: the caller's
     # session keeps its settings (a batch merged again, rolled back)
     with psycopg.connect(db_url) as conn:
-        conn.execute("SET enable_hashjoin = on")
         conn.execute("CREATE TEMP TABLE again AS SELECT * FROM trips LIMIT 500")
         conn.execute("SELECT trip_rollups('again'::regclass, false)")
         assert conn.execute("SELECT 'trip_clusters'::regclass::oid").fetchone()[0] == oids[-1]
