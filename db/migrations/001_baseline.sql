@@ -456,14 +456,40 @@ BEGIN
     SELECT cell, block INTO g, b FROM trip_grid;
     SELECT cell, bucket_minutes INTO cc, bm FROM trip_cluster_params;
 
+    -- The job's trips per region, week and datasource, with their extent: one scan of the job
+    -- for weekly_trips and trip_extent. Hashed: the planner takes the week's ndistinct for
+    -- started_at's (7.5M groups for 10M trips, not 1,300) and, asked for key order, sorted all
+    -- the trips (10M: weekly_trips 13.7 s sorted, 3.9 s hashed; with the extent's own scan
+    -- 9.0 s, in one scan 3.3 s).
     EXECUTE format($q$
-        INSERT INTO weekly_trips AS w (region_id, week, datasource_id, trips, last_at)
-        SELECT region_id, date_trunc('week', started_at)::date, datasource_id,
-               count(*), max(started_at)
-        FROM %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (region_id, week, datasource_id) DO UPDATE
-        SET trips = w.trips + EXCLUDED.trips, last_at = greatest(w.last_at, EXCLUDED.last_at)
+        CREATE TEMP TABLE job_weeks ON COMMIT DROP AS
+        SELECT region_id, date_trunc('week', started_at)::date AS week, datasource_id,
+               count(*) AS trips, min(started_at) AS first_at, max(started_at) AS last_at,
+               min(least(ST_X(origin), ST_X(destination))) AS minx,
+               min(least(ST_Y(origin), ST_Y(destination))) AS miny,
+               max(greatest(ST_X(origin), ST_X(destination))) AS maxx,
+               max(greatest(ST_Y(origin), ST_Y(destination))) AS maxy,
+               max(abs(ST_X(origin) - ST_X(destination))) AS spanx,
+               max(abs(ST_Y(origin) - ST_Y(destination))) AS spany
+        FROM %s GROUP BY 1, 2, 3
     $q$, src);
+    INSERT INTO weekly_trips AS w (region_id, week, datasource_id, trips, last_at)
+    SELECT j.region_id, j.week, j.datasource_id, j.trips, j.last_at
+    FROM job_weeks j ORDER BY 1, 2, 3
+    ON CONFLICT (region_id, week, datasource_id) DO UPDATE
+    SET trips = w.trips + EXCLUDED.trips, last_at = greatest(w.last_at, EXCLUDED.last_at);
+    UPDATE trip_extent e SET trips = e.trips + j.n,
+        minx = least(e.minx, j.minx), miny = least(e.miny, j.miny),
+        maxx = greatest(e.maxx, j.maxx), maxy = greatest(e.maxy, j.maxy),
+        spanx = greatest(e.spanx, j.spanx), spany = greatest(e.spany, j.spany),
+        t0 = least(e.t0, j.t0), t1 = greatest(e.t1, j.t1)
+    FROM (SELECT sum(w.trips) AS n, min(w.minx) AS minx, min(w.miny) AS miny,
+                 max(w.maxx) AS maxx, max(w.maxy) AS maxy,
+                 max(w.spanx) AS spanx, max(w.spany) AS spany,
+                 min(w.first_at) AS t0, max(w.last_at) AS t1
+          FROM job_weeks w) j
+    WHERE j.n > 0;
+    DROP TABLE job_weeks;
 
     EXECUTE format($q$
         CREATE TEMP TABLE job_cells ON COMMIT DROP AS
@@ -498,23 +524,6 @@ BEGIN
     FROM job_cells GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (side, cx, cy) DO UPDATE SET trips = c.trips + EXCLUDED.trips;
 
-    EXECUTE format($q$
-        UPDATE trip_extent e SET trips = e.trips + j.n,
-            minx = least(e.minx, j.minx), miny = least(e.miny, j.miny),
-            maxx = greatest(e.maxx, j.maxx), maxy = greatest(e.maxy, j.maxy),
-            spanx = greatest(e.spanx, j.spanx), spany = greatest(e.spany, j.spany),
-            t0 = least(e.t0, j.t0), t1 = greatest(e.t1, j.t1)
-        FROM (SELECT count(*) AS n,
-                     min(least(ST_X(origin), ST_X(destination))) AS minx,
-                     min(least(ST_Y(origin), ST_Y(destination))) AS miny,
-                     max(greatest(ST_X(origin), ST_X(destination))) AS maxx,
-                     max(greatest(ST_Y(origin), ST_Y(destination))) AS maxy,
-                     max(abs(ST_X(origin) - ST_X(destination))) AS spanx,
-                     max(abs(ST_Y(origin) - ST_Y(destination))) AS spany,
-                     min(started_at) AS t0, max(started_at) AS t1
-              FROM %s) j
-        WHERE j.n > 0
-    $q$, src);
     DROP TABLE job_cells;
 
     -- The job's clusters, merged one of two ways, chosen by their count against the stored ones'

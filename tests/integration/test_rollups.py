@@ -48,6 +48,18 @@ _DIFFS = {
         SELECT DISTINCT side, cx, cy FROM weekly_cell_trips
         ---
         SELECT side, cx, cy FROM trip_cells""",
+    # the store's extent, time span and largest extent of one trip
+    "trip_extent": """
+        SELECT count(*)::bigint, min(least(ST_X(origin), ST_X(destination))),
+               min(least(ST_Y(origin), ST_Y(destination))),
+               max(greatest(ST_X(origin), ST_X(destination))),
+               max(greatest(ST_Y(origin), ST_Y(destination))),
+               coalesce(max(abs(ST_X(origin) - ST_X(destination))), 0),
+               coalesce(max(abs(ST_Y(origin) - ST_Y(destination))), 0),
+               min(started_at), max(started_at)
+        FROM trips
+        ---
+        SELECT trips, minx, miny, maxx, maxy, spanx, spany, t0, t1 FROM trip_extent""",
 }
 
 
