@@ -505,8 +505,9 @@ BEGIN
             FROM %1$s
         ) s GROUP BY 1, 2, 3, 4, 5
     $q$, src, quote_literal(g) || '::float8');
+    -- the blocks (floor of an integer over float8 is exact, and half numeric's time)
     INSERT INTO job_cells
-    SELECT upper(side::text)::"char", floor(cx::numeric / b)::int, floor(cy::numeric / b)::int,
+    SELECT upper(side::text)::"char", floor(cx::float8 / b)::int, floor(cy::float8 / b)::int,
            week, region_id, sum(trips)
     FROM job_cells GROUP BY 1, 2, 3, 4, 5;
 
