@@ -772,108 +772,109 @@ BEGIN
 END
 $fn$;
 
--- The raw reads of `both` and `either`: trips per week whose destination is in the area and whose
--- origin is in it too (`origin_in`) or not, times `sign`. The job tables (part <> 0) are read
--- index-only from their B-tree on the origin's cell key, which holds the destination too
--- (service/ingest/indexes.py), by the keys of the origin cells `keys` (`points` origins in all);
--- trips_p0 (the small jobs' rows) through bitmap scans of GiST. Each point is tested exactly.
--- (EXPERIMENT, reverted in the next commit; docs/performance.md: 100M, 30 boxes, best of 2 on the
--- same store, `both` p95 3,436 -> 3,185 ms, `either` 3,794 -> 3,239; 10M no gain.)
-CREATE FUNCTION trips_weekly_pair_raw(area geometry, keys bigint[], points bigint,
-                                      origin_in boolean, sign integer,
-                                      w0 date, w1 date, regs integer[])
+CREATE FUNCTION trips_parallel_if_big(area geometry) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM trips_parallel_if_many((SELECT coalesce(sum(k.trips), 0)::bigint FROM trip_cells k
+                                    WHERE k.side = 'o' AND k.env && area));
+END
+$fn$;
+
+-- Trips per week with both ends in the area: the raw points through GiST on both ends, as
+-- bitmap scans (the same 30 boxes: p95 1,092 ms with index scans, 582 ms with bitmap scans).
+CREATE FUNCTION trips_weekly_both(area geometry, w0 date, w1 date, regs integer[])
 RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
-SET enable_indexscan = off SET enable_bitmapscan = on SET max_parallel_workers_per_gather = 2
-SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
 SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
 DECLARE
-    is_box boolean := trips_area_is_box(area);
-    tests text := format('%s(%s) AND %s', CASE WHEN origin_in THEN '' ELSE 'NOT ' END,
-                         trips_point_in_area_sql('origin', is_box),
-                         trips_point_in_area_sql('destination', is_box));
-    g double precision := (SELECT t.cell FROM trip_grid t);
+    inside text := CASE WHEN trips_area_is_box(area)
+        THEN 't.origin && $1 AND t.destination && $1 AND '
+             || trips_point_in_area_sql('origin', true) || ' AND '
+             || trips_point_in_area_sql('destination', true)
+        ELSE 'ST_Covers($1, t.origin) AND ST_Covers($1, t.destination)' END;
 BEGIN
-    -- planned on every call (EXECUTE): a plan made parallel for a big area would start workers
-    -- for the small ones after it
+    PERFORM trips_parallel_if_big(area);
+    -- planned on every call (EXECUTE): a cached plan made parallel for a big area would start
+    -- workers for the small ones after it
     RETURN QUERY EXECUTE format($q$
-        SELECT date_trunc('week', t.started_at)::date, $10 * count(*)
+        SELECT date_trunc('week', t.started_at)::date, count(*)
         FROM trips t
-        WHERE t.part = 0 AND t.destination && $9 %s AND %s
-          AND t.started_at >= $1 AND t.started_at < $2 + 7
-          AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+        WHERE %s
+          AND t.started_at >= $2 AND t.started_at < $3 + 7
+          AND ($4::int[] IS NULL OR t.region_id = ANY($4))
         GROUP BY 1
-    $q$, CASE WHEN origin_in THEN 'AND t.origin && $9' ELSE '' END, tests)
-    USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
-          sign, keys;
-    PERFORM set_config('enable_indexscan', 'on', true);
-    PERFORM set_config('enable_bitmapscan', 'off', true);
-    IF points > 150000 THEN
-        PERFORM trips_parallel_if_many(points, 150000);
-    ELSE
-        PERFORM set_config('max_parallel_workers_per_gather', '0', true);
-    END IF;
-    RETURN QUERY EXECUTE format($q$
-        SELECT date_trunc('week', t.started_at)::date, $10 * count(*)
-        FROM trips t
-        WHERE t.part <> 0
-          AND floor(ST_X(t.origin) / $4)::bigint * 4294967296 + floor(ST_Y(t.origin) / $4)::bigint
-              = ANY($11::bigint[])
-          AND %s
-          AND t.started_at >= $1 AND t.started_at < $2 + 7
-          AND ($3::int[] IS NULL OR t.region_id = ANY($3))
-        GROUP BY 1
-    $q$, tests)
-    USING w0, w1, regs, g, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
-          sign, keys;
+    $q$, inside) USING area, w0, w1, regs, ST_XMin(area), ST_XMax(area), ST_YMin(area),
+                       ST_YMax(area);
 END
 $fn$;
 
 -- `both` and `either` of an area, one of two exact ways, the cheaper by trip_cells' counts:
--- * direct: both = the trips with both ends in the area, read by the origin cells the area
---   meets, and either = origin + destination - both;
+-- * direct: both = the trips with both ends in the area (trips_weekly_both), and
+--   either = origin + destination - both;
 -- * through the origins outside the area, for an area that holds most of the trips near it:
 --   with X = the trips whose destination is in the area and origin is not,
 --   both = destination - X and either = origin + X (the one-end counts from the summary).
 --   A trip ending in the area starts within the store's largest trip extent (trip_extent's
---   spanx, spany) of the area's bounds, so X reads the origins of the stored cells within that
---   reach that the area does not cover. Its cost: those origins' count; the direct way's: the
---   origins in the cells the area meets.
+--   spanx, spany) of the area's bounds, so X reads the raw origins of the stored blocks that
+--   reach meets, but not those the area covers: blocks the area misses whole, cells of the
+--   blocks it cuts unless it covers them; each point tested exactly (origin not in the area,
+--   destination in it). Its cost: those origins' count; the direct way's: the origins in the
+--   blocks the area meets.
 CREATE FUNCTION trips_weekly_pair(area geometry, match text, w0 date, w1 date, regs integer[])
-RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE AS $fn$
+RETURNS TABLE (week date, n bigint) LANGUAGE plpgsql STABLE
+SET enable_indexscan = off SET parallel_setup_cost = 1000 SET parallel_tuple_cost = 0.1
+SET min_parallel_table_scan_size = '8MB' SET min_parallel_index_scan_size = '512kB' AS $fn$
 #variable_conflict use_column
 DECLARE
     eps CONSTANT double precision := 1e-9;
+    g   double precision;
+    b   integer;
     is_box boolean := trips_area_is_box(area);
     wide geometry := ST_Expand(area, eps);
     reach geometry;
-    meet_keys bigint[];
-    out_keys bigint[];
-    meeting bigint;
+    out_bx int[]; out_by int[]; cut_bx int[]; cut_by int[]; out_cx int[]; out_cy int[];
     outside bigint;
+    meeting bigint;
     way text := CASE current_setting('trips.pair_way', true) WHEN 'direct' THEN 'direct'
                                                               WHEN 'outside' THEN 'outside' END;
     direct boolean;
+    rects geometry[];
 BEGIN
-    -- the origin cells the area meets (cx * 2^32 + cy) and their origins
-    SELECT array_agg(k.cx::bigint * 4294967296 + k.cy), coalesce(sum(k.trips), 0)
-    INTO meet_keys, meeting
-    FROM trip_cells k
-    WHERE k.side = 'o' AND k.env && wide
+    -- an area whose blocks hold few origins (300,000): the direct way is cheap, and the look at
+    -- the blocks within reach would cost it more than it could save (10M, 30 boxes: p50 3 -> 8 ms
+    -- without this). The setting trips.pair_way ('direct', 'outside') forces a way (tests).
+    SELECT coalesce(sum(k.trips), 0) INTO meeting FROM trip_cells k
+    WHERE k.side = 'O' AND k.env && wide
       AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps)));
-    -- an area whose cells hold few origins (300,000): the direct way is cheap, and the look at
-    -- the cells within reach would cost it more than it could save. The setting trips.pair_way
-    -- ('direct', 'outside') forces a way (tests).
     IF way IS NULL AND meeting <= 300000 THEN
         way := 'direct';
     END IF;
     IF way IS DISTINCT FROM 'direct' THEN
+        SELECT t.cell, t.block INTO g, b FROM trip_grid t;
         SELECT ST_Expand(ST_Envelope(area), e.spanx + eps, e.spany + eps) INTO reach
         FROM trip_extent e;
-        SELECT array_agg(k.cx::bigint * 4294967296 + k.cy), coalesce(sum(k.trips), 0)
-        INTO out_keys, outside
-        FROM trip_cells k
-        WHERE k.side = 'o' AND k.env && reach AND NOT trips_area_covers_cell(area, k.env, is_box);
+        -- the origin blocks within reach: missed by the area (read whole), cut (looked at cell by
+        -- cell) or covered (skipped)
+        SELECT array_agg(c.cx) FILTER (WHERE NOT c.meets),
+               array_agg(c.cy) FILTER (WHERE NOT c.meets),
+               array_agg(c.cx) FILTER (WHERE c.meets AND NOT c.covered),
+               array_agg(c.cy) FILTER (WHERE c.meets AND NOT c.covered),
+               coalesce(sum(c.trips) FILTER (WHERE NOT c.meets), 0),
+               coalesce(sum(c.trips) FILTER (WHERE c.meets), 0)
+        INTO out_bx, out_by, cut_bx, cut_by, outside, meeting
+        FROM (SELECT m.cx, m.cy, m.trips, m.meets,
+                     m.meets AND trips_area_covers_cell(area, m.env, is_box) AS covered
+              FROM (SELECT k.cx, k.cy, k.trips, k.env,
+                           k.env && wide
+                           AND (is_box OR ST_Intersects(area, ST_Expand(k.env, eps))) AS meets
+                    FROM trip_cells k
+                    WHERE k.side = 'O' AND k.env && reach) m) c;
+        SELECT array_agg(k.cx), array_agg(k.cy), outside + coalesce(sum(k.trips), 0)
+        INTO out_cx, out_cy, outside
+        FROM unnest(cut_bx, cut_by) AS p(bx, by)
+        JOIN trip_cells k ON k.side = 'o' AND k.cx BETWEEN p.bx * b AND p.bx * b + b - 1
+                         AND k.cy BETWEEN p.by * b AND p.by * b + b - 1
+        WHERE NOT trips_area_covers_cell(area, k.env, is_box);
     END IF;
 
     -- (10M, 30 boxes and 5 polygons, each way timed: `outside` wins `both` below a third of
@@ -882,22 +883,36 @@ BEGIN
               ELSE outside * CASE match WHEN 'both' THEN 3 ELSE 1 END >= meeting END;
     RAISE DEBUG 'trips_weekly_pair: % (origins outside %, meeting %)',
         CASE WHEN direct THEN 'direct' ELSE 'outside' END, outside, meeting;
-    -- rows per week, for the caller to add up
     IF direct THEN
-        IF match = 'either' THEN
-            RETURN QUERY SELECT * FROM trips_weekly_end(area, 'o', w0, w1, regs);
-            RETURN QUERY SELECT * FROM trips_weekly_end(area, 'd', w0, w1, regs);
+        IF match = 'both' THEN
+            RETURN QUERY SELECT * FROM trips_weekly_both(area, w0, w1, regs);
+        ELSE
+            RETURN QUERY SELECT x.week, sum(x.n)::bigint FROM (
+                SELECT * FROM trips_weekly_end(area, 'o', w0, w1, regs)
+                UNION ALL SELECT * FROM trips_weekly_end(area, 'd', w0, w1, regs)
+                UNION ALL SELECT e.week, -e.n FROM trips_weekly_both(area, w0, w1, regs) e
+            ) x GROUP BY x.week;
         END IF;
-        RETURN QUERY SELECT * FROM trips_weekly_pair_raw(
-            area, meet_keys, meeting, true, CASE match WHEN 'both' THEN 1 ELSE -1 END,
-            w0, w1, regs);
-    ELSE
-        RETURN QUERY SELECT * FROM trips_weekly_end(
-            area, CASE match WHEN 'both' THEN 'd' ELSE 'o' END::"char", w0, w1, regs);
-        RETURN QUERY SELECT * FROM trips_weekly_pair_raw(
-            area, out_keys, outside, false, CASE match WHEN 'both' THEN -1 ELSE 1 END,
-            w0, w1, regs);
+        RETURN;
     END IF;
+
+    rects := trips_squares_rects(out_bx, out_by, g * b, reach)
+          || trips_squares_rects(out_cx, out_cy, g, reach);
+    -- the one-end count, then X with its sign (the caller adds the rows up per week), in
+    -- parallel workers when many points are to be read
+    RETURN QUERY SELECT * FROM trips_weekly_end(
+        area, CASE match WHEN 'both' THEN 'd' ELSE 'o' END::"char", w0, w1, regs);
+    PERFORM trips_parallel_if_many(outside);
+    RETURN QUERY EXECUTE format($q$
+        SELECT date_trunc('week', t.started_at)::date, $10 * count(*)
+        FROM trips t
+        WHERE t.origin && ANY($4::geometry[]) AND NOT (%s) AND %s
+          AND t.started_at >= $1 AND t.started_at < $2 + 7
+          AND ($3::int[] IS NULL OR t.region_id = ANY($3))
+        GROUP BY 1
+    $q$, trips_point_in_area_sql('origin', is_box), trips_point_in_area_sql('destination', is_box))
+    USING w0, w1, regs, rects, ST_XMin(area), ST_XMax(area), ST_YMin(area), ST_YMax(area), area,
+          CASE match WHEN 'both' THEN -1 ELSE 1 END;
 END
 $fn$;
 

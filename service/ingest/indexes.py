@@ -87,9 +87,7 @@ def _index_sql(name: str, table: sql.Identifier, suffix: str, definition: str) -
 def _cell_key_sql(name: str, table: sql.Identifier, end: str, cell: float) -> sql.Composed:
     """The job's B-tree on one end's summary cell key (`cell` degrees), the time, then the
     partition, region and point inside: the expression trips_weekly_end reads the cut cells'
-    raw points by (db/migrations/001_baseline.sql), for index-only scans of frozen pages. The
-    origin's holds the destination too: trips_weekly_pair_raw reads `both` and `either` from it."""
-    points = [end] + (["destination"] if end == "origin" else [])
+    raw points by (db/migrations/001_baseline.sql), for index-only scans of frozen pages."""
     key = sql.SQL(
         "floor(ST_X({e}) / {c}::float8)::bigint * 4294967296"
         " + floor(ST_Y({e}) / {c}::float8)::bigint"
@@ -97,12 +95,7 @@ def _cell_key_sql(name: str, table: sql.Identifier, end: str, cell: float) -> sq
     return sql.SQL(
         "CREATE INDEX {} ON {} USING btree (({}), started_at) INCLUDE (part, region_id, {})"
         " WITH (fillfactor = 100)"
-    ).format(
-        sql.Identifier(f"{name}_{end[0]}cell"),
-        table,
-        key,
-        sql.SQL(", ").join(map(sql.Identifier, points)),
-    )
+    ).format(sql.Identifier(f"{name}_{end[0]}cell"), table, key, sql.Identifier(end))
 
 
 def job_index_statements(name: str, table: sql.Identifier, cell: float) -> dict[str, sql.Composed]:
