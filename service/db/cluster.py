@@ -24,16 +24,25 @@ from pathlib import Path
 DB_NAME = "trips"
 DB_USER = "postgres"
 
+
+def _memory_mb(share: float, low: int) -> str:
+    """`share` of this machine's memory in MB (at least `low`), as a setting's value."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"'{max(low, int(total * share))}MB'"
+
+
 # Settings for a single-node analytics store on a small machine. wal_level=minimal lets a COPY
 # into a table created in the same transaction skip WAL (the bulk-load path depends on it); a
 # production server with replicas keeps wal_level=replica (see docs/scaling.md).
+# shared_buffers a quarter of the memory, the cache the planner assumes half of it (6 and 12 GB
+# on the 24 GB machine of docs/performance.md).
 SERVER_CONF = {
     "listen_addresses": "'127.0.0.1'",
     "max_connections": "200",
-    "shared_buffers": "'2GB'",
+    "shared_buffers": _memory_mb(0.25, 128),
     "work_mem": "'64MB'",
     "maintenance_work_mem": "'1GB'",
-    "effective_cache_size": "'12GB'",
+    "effective_cache_size": _memory_mb(0.5, 512),
     "wal_level": "minimal",
     "max_wal_senders": "0",
     "max_wal_size": "'8GB'",
