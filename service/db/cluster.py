@@ -263,26 +263,7 @@ def up(workers: int | None = None) -> ClusterInfo:
         if port_in_use:
             info.port = _free_port(0)
             _save_info(info)
-        _write_conf(Path(info.datadir))
-        res = _run(
-            [
-                str(pg_bindir() / "pg_ctl"),
-                "-D",
-                str(Path(info.datadir) / "data"),
-                "-l",
-                info.logfile,
-                "-o",
-                f"-p {info.port}",
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            check=False,
-        )
-        if res.returncode != 0:
-            log = Path(info.logfile).read_text()[-2000:] if Path(info.logfile).exists() else ""
-            raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}\n{log}")
+        return PrivateCluster(Path(info.datadir), info.port).start().info
     _wait_ready(info)
     _ensure_database(info)
     return info
@@ -305,23 +286,14 @@ def down() -> bool:
     info = load_info()
     if info is None or not is_running(info):
         return stopped
-    _run(
-        [
-            str(pg_bindir() / "pg_ctl"),
-            "-D",
-            str(Path(info.datadir) / "data"),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ],
-        check=False,
-    )
+    PrivateCluster(Path(info.datadir), info.port).stop()
     return True
 
 
 class PrivateCluster:
-    """A throwaway cluster of its own (for fault tests that stop or restart the server).
+    """A cluster in a data directory of its own, started and stopped by pg_ctl: the project's
+    local cluster (`up`, `down`), each Citus node, and throwaway ones for fault tests that stop or
+    restart the server.
 
     `datadir` must be reachable by the postgres OS user when running as root: pass a folder
     under /var/tmp or /tmp, not under a private home directory.
@@ -356,7 +328,9 @@ class PrivateCluster:
             check=False,
         )
         if res.returncode != 0:
-            raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}")
+            log = Path(self.info.logfile)
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise ClusterError(f"pg_ctl start failed: {res.stderr.strip()}\n{tail}")
         _wait_ready(self.info)
         _ensure_database(self.info)
         return self
