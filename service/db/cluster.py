@@ -26,9 +26,17 @@ DB_USER = "postgres"
 
 
 def _memory_mb(share: float, low: int) -> str:
-    """`share` of this machine's memory in MB (at least `low`), as a setting's value."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return f"'{max(low, int(total * share))}MB'"
+    """`share` of this machine's memory in MB (at least `low`), as a setting's value: the
+    physical memory, or the container's limit when one is set (cgroup v2, then v1)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return f"'{max(low, int(total // 2**20 * share))}MB'"
 
 
 # Settings for a single-node analytics store on a small machine. wal_level=minimal lets a COPY

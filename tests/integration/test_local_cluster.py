@@ -3,6 +3,7 @@ code: each start rewrites the section of postgresql.auto.conf that the project o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg
@@ -28,3 +29,26 @@ def test_a_kept_data_directory_starts_with_todays_settings(private_pg: cluster.P
             for name in ("work_mem", "effective_io_concurrency", "wal_level")
         }
     assert got == {"work_mem": "64MB", "effective_io_concurrency": "64", "wal_level": "minimal"}
+
+
+def test_the_buffers_are_sized_from_the_machines_memory(private_pg: cluster.PrivateCluster):
+    """shared_buffers a quarter of the memory (at least 128 MB), effective_cache_size half: the
+    physical memory, or a container's lower limit."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in (
+        Path("/sys/fs/cgroup/memory.max"),
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ):
+        if limit.exists() and limit.read_text().strip().isdigit():
+            memory = min(memory, int(limit.read_text()))
+    with psycopg.connect(private_pg.url) as conn:
+        got = dict(
+            conn.execute(
+                "SELECT name, setting::bigint * pg_size_bytes(unit) / 1048576 FROM pg_settings"
+                " WHERE name IN ('shared_buffers', 'effective_cache_size')"
+            ).fetchall()
+        )
+    assert got == {
+        "shared_buffers": max(128, int(memory // 2**20 * 0.25)),
+        "effective_cache_size": max(512, int(memory // 2**20 * 0.5)),
+    }
