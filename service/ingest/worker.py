@@ -42,7 +42,8 @@ def run_one(
         _fail(url, settings, job, f"{type(e).__name__}: {e}", retriable=False)
     with psycopg.connect(url, autocommit=True) as conn:
         row = jobs.get_job(conn, job.id)
-    assert row is not None
+    if row is None:  # its row was deleted while it loaded
+        raise jobs.JobLost(f"job {job.id} was deleted while it loaded")
     return row
 
 
@@ -81,7 +82,10 @@ class Worker:
                         job = jobs.claim(conn)
                         if job is not None:
                             log.info("job %s claimed (%s)", job.id, job.source)
-                            run_one(self.url, self.settings, job)
+                            try:
+                                run_one(self.url, self.settings, job)
+                            except jobs.JobLost as e:  # the next jobs still get a worker
+                                log.warning("%s", e)
                             continue
                         # Sleep until a job is queued (NOTIFY) or it is time to look for stale jobs.
                         for _ in conn.notifies(

@@ -30,6 +30,7 @@ import pytest
 from service.api.app import create_app
 from service.ingest import jobs
 from service.settings import Settings
+from tests import citus_mode
 from tests.helpers import query, wait_for_job
 
 TRIPS = Path(sys.executable).with_name("trips")
@@ -219,6 +220,41 @@ def test_database_restarted_during_ingestion(
     assert job["attempts"] >= 2
     assert_stored_exactly(url, job_id, BIG_ROWS)
     assert query(url, "SELECT count(*) AS n FROM ingestion_jobs")[0]["n"] == 1
+
+
+def test_a_job_deleted_while_it_loads_does_not_stop_the_worker(
+    db_url: str, tmp_path: Path, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """A job whose row is deleted while it loads (a trigger does it at the load's first
+    heartbeat, after the claim committed): the worker logs it and goes on to the next job."""
+    if citus_mode.ON:
+        pytest.skip("a trigger of the test's own on ingestion_jobs: the plain pass only")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE FUNCTION test_vanish() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                DELETE FROM ingestion_jobs WHERE id = NEW.id;
+                RETURN NULL;
+            END $$""")
+        conn.execute("""
+            CREATE TRIGGER test_vanish AFTER UPDATE ON ingestion_jobs FOR EACH ROW
+            WHEN (OLD.state = 'running' AND NEW.state = 'running' AND NEW.source = 'vanish.csv'
+                  AND NEW.bytes_read IS NOT DISTINCT FROM OLD.bytes_read)
+            EXECUTE FUNCTION test_vanish()""")
+    try:
+        gone = enqueue(db_url, generate(tmp_path / "vanish.csv", 1_000, 21))
+        kept = enqueue(db_url, generate(tmp_path / "kept.csv", 1_000, 22))
+        worker = workers(db_url)
+        job = wait_for_job(db_url, kept, timeout=60)
+        assert (job["state"], job["rows_loaded"]) == ("succeeded", 1_000), job
+        assert query(db_url, "SELECT id FROM ingestion_jobs WHERE id = %s", [gone]) == []
+        assert worker.poll() is None, "the worker is still running"
+        log = (tmp_path / "worker-0.log").read_text()
+        assert f"job {gone} was deleted while it loaded" in log, log
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER test_vanish ON ingestion_jobs")
+            conn.execute("DROP FUNCTION test_vanish()")
 
 
 def test_four_files_two_workers(
