@@ -48,8 +48,17 @@ def ingest_local(
             def on_progress(p: dict[str, Any], task: Any = task, bar: Any = bar) -> None:
                 bar.update(task, completed=p["bytes_read"], rows=p["rows_read"])
 
-            final = run_one(url, settings, claimed, on_progress)
-            bar.update(task, completed=max(claimed.bytes, 1), rows=final["rows_read"])
+            try:
+                final = run_one(url, settings, claimed, on_progress)
+            except jobs.JobLost as e:  # its row was deleted meanwhile: say so, go on
+                final = None
+                lost = str(e)
+            else:
+                bar.update(task, completed=max(claimed.bytes, 1), rows=final["rows_read"])
+        if final is None:
+            ok = False
+            console.print(f"[red]{path.name}: {lost}[/]")
+            continue
         secs = (
             (final["finished_at"] - final["started_at"]).total_seconds()
             if final["finished_at"] and final["started_at"]

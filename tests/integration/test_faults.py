@@ -222,11 +222,10 @@ def test_database_restarted_during_ingestion(
     assert query(url, "SELECT count(*) AS n FROM ingestion_jobs")[0]["n"] == 1
 
 
-def test_a_job_deleted_while_it_loads_does_not_stop_the_worker(
-    db_url: str, tmp_path: Path, workers: Callable[..., subprocess.Popen[bytes]]
-) -> None:
-    """A job whose row is deleted while it loads (a trigger does it at the load's first
-    heartbeat, after the claim committed): the worker logs it and goes on to the next job."""
+@pytest.fixture
+def vanishing(db_url: str) -> Iterator[str]:
+    """A trigger of the test's own deletes the job of a file named `vanish.csv` at its load's
+    first heartbeat, after the claim committed, as a concurrent DELETE would."""
     if citus_mode.ON:
         pytest.skip("a trigger of the test's own on ingestion_jobs: the plain pass only")
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -242,19 +241,57 @@ def test_a_job_deleted_while_it_loads_does_not_stop_the_worker(
                   AND NEW.bytes_read IS NOT DISTINCT FROM OLD.bytes_read)
             EXECUTE FUNCTION test_vanish()""")
     try:
-        gone = enqueue(db_url, generate(tmp_path / "vanish.csv", 1_000, 21))
-        kept = enqueue(db_url, generate(tmp_path / "kept.csv", 1_000, 22))
-        worker = workers(db_url)
-        job = wait_for_job(db_url, kept, timeout=60)
-        assert (job["state"], job["rows_loaded"]) == ("succeeded", 1_000), job
-        assert query(db_url, "SELECT id FROM ingestion_jobs WHERE id = %s", [gone]) == []
-        assert worker.poll() is None, "the worker is still running"
-        log = (tmp_path / "worker-0.log").read_text()
-        assert f"job {gone} was deleted while it loaded" in log, log
+        yield "vanish.csv"
     finally:
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("DROP TRIGGER test_vanish ON ingestion_jobs")
             conn.execute("DROP FUNCTION test_vanish()")
+
+
+def test_a_job_deleted_while_it_loads_does_not_stop_the_worker(
+    db_url: str, tmp_path: Path, workers: Callable[..., subprocess.Popen[bytes]], vanishing: str
+) -> None:
+    """A job whose row is deleted while it loads: the worker logs it and goes on to the next."""
+    gone = enqueue(db_url, generate(tmp_path / vanishing, 1_000, 21))
+    kept = enqueue(db_url, generate(tmp_path / "kept.csv", 1_000, 22))
+    worker = workers(db_url)
+    job = wait_for_job(db_url, kept, timeout=60)
+    assert (job["state"], job["rows_loaded"]) == ("succeeded", 1_000), job
+    assert query(db_url, "SELECT id FROM ingestion_jobs WHERE id = %s", [gone]) == []
+    assert worker.poll() is None, "the worker is still running"
+    log = (tmp_path / "worker-0.log").read_text()
+    assert f"job {gone} was deleted while it loaded" in log, log
+
+
+def test_trips_ingest_reports_a_job_deleted_while_it_loads(
+    db_url: str, tmp_path: Path, vanishing: str
+) -> None:
+    """`trips ingest` says which file's job vanished in one line, loads the next file, and
+    exits non-zero."""
+    gone = generate(tmp_path / vanishing, 1_000, 21)
+    kept = generate(tmp_path / "kept.csv", 1_000, 22)
+    run = subprocess.run(
+        [str(TRIPS), "ingest", str(gone), str(kept)],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "TRIPS_HEARTBEAT_SECONDS": str(HEARTBEAT_S),
+            "TRIPS_API_LOG": "",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out, out
+    assert "vanish.csv: job" in out and "was deleted while it loaded" in out, out
+    assert "kept.csv: job" in out and "succeeded" in out, out
+    rows = query(db_url, "SELECT source, state, rows_loaded FROM ingestion_jobs ORDER BY id")
+    assert [(r["source"], r["state"], r["rows_loaded"]) for r in rows] == [
+        ("kept.csv", "succeeded", 1_000)
+    ], rows
 
 
 def test_four_files_two_workers(
