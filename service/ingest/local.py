@@ -51,14 +51,10 @@ def ingest_local(
             try:
                 final = run_one(url, settings, claimed, on_progress)
             except jobs.JobLost as e:  # its row was deleted meanwhile: say so, go on
-                final = None
-                lost = str(e)
-            else:
-                bar.update(task, completed=max(claimed.bytes, 1), rows=final["rows_read"])
-        if final is None:
-            ok = False
-            console.print(f"[red]{path.name}: {lost}[/]")
-            continue
+                ok = False
+                console.print(f"[red]{path.name}: {e}[/]")
+                continue
+            bar.update(task, completed=max(claimed.bytes, 1), rows=final["rows_read"])
         secs = (
             (final["finished_at"] - final["started_at"]).total_seconds()
             if final["finished_at"] and final["started_at"]
