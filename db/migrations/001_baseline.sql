@@ -595,17 +595,19 @@ $$;
 
 -- The exact test of a raw point `t.<col>` against the area, as SQL text for the raw reads'
 -- EXECUTE, whose parameters are $5-$8 the area's bounds and $9 the area: coordinates for a box,
--- else _ST_Covers. A box's four comparisons are one, least(x - xmin, xmax - x, y - ymin,
--- ymax - y) >= 0: the same answer (a difference of two doubles is 0 only when they are equal,
--- and has the sign of their order), which the planner estimates as one inequality (a third)
--- where it took each range for 0.5 %. With four ranges a big box's `both` was estimated at
--- 2 rows of 358,762, and its workers sent every row to the leader to be counted instead of
--- counting them (partial aggregation).
+-- else _ST_Covers. A box's four comparisons stop at the first that puts the point outside, and
+-- are one comparison for the planner (`CASE … END >= 0`), which it estimates as one inequality
+-- (a third): four ranges it took for 0.5 % each (a big box's `both` was estimated at 2 rows of
+-- 358,762, and its workers sent every row to the leader to be counted instead of counting them).
+-- The form before, least(x - xmin, xmax - x, y - ymin, ymax - y) >= 0, had the same estimate and
+-- answer but always called ST_X and ST_Y four times: 10M, 30 boxes, best of 3 interleaved, the
+-- time of those over 20 ms 7 % less with the CASE, a box's `either` through the origins outside
+-- (about 1M points, most outside the box) 383 -> 313 ms.
 CREATE FUNCTION trips_point_in_area_sql(col text, is_box boolean) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN is_box
-        THEN format('least(ST_X(t.%1$I) - $5, $6 - ST_X(t.%1$I), ST_Y(t.%1$I) - $7, $8 - ST_Y(t.%1$I))
-                     >= 0', col)
+        THEN format('CASE WHEN ST_X(t.%1$I) < $5 OR ST_X(t.%1$I) > $6 OR ST_Y(t.%1$I) < $7
+                               OR ST_Y(t.%1$I) > $8 THEN -1 ELSE 0 END >= 0', col)
         ELSE format('_ST_Covers($9, t.%I)', col) END
 $$;
 
