@@ -456,6 +456,10 @@ BEGIN
     SELECT cell, block INTO g, b FROM trip_grid;
     SELECT cell, bucket_minutes INTO cc, bm FROM trip_cluster_params;
 
+    -- A trip's week is its day less the days since the Monday before: 0001-01-01 was a Monday,
+    -- and for every day of years 1-9999 this is date_trunc('week', started_at)::date (checked
+    -- day by day), in integer arithmetic (a 10M-trip job: the job's weeks 4.1-5.7 -> 3.6 s, its
+    -- cells 9.2-12.2 -> 8.8-9.7 s).
     -- The job's trips per region, week and datasource, with their extent: one scan of the job
     -- for weekly_trips and trip_extent (10M: 4.4 s, where each had its scan, 3.9 + 4.8 s).
     -- Hashed, and the 1,300 rows put in key order after: asked for the trips' key order on an
@@ -464,7 +468,8 @@ BEGIN
     -- analyzed yet: there the default estimate already chose the hash.)
     EXECUTE format($q$
         CREATE TEMP TABLE job_weeks ON COMMIT DROP AS
-        SELECT region_id, date_trunc('week', started_at)::date AS week, datasource_id,
+        SELECT region_id, started_at::date - (started_at::date - date '0001-01-01') %% 7 AS week,
+               datasource_id,
                count(*) AS trips, min(started_at) AS first_at, max(started_at) AS last_at,
                min(least(ST_X(origin), ST_X(destination))) AS minx,
                min(least(ST_Y(origin), ST_Y(destination))) AS miny,
@@ -497,12 +502,12 @@ BEGIN
         SELECT side, cx, cy, week, region_id, count(*) AS trips FROM (
             SELECT 'o'::"char" AS side, floor(ST_X(origin) / %2$s)::int AS cx,
                    floor(ST_Y(origin) / %2$s)::int AS cy,
-                   date_trunc('week', started_at)::date AS week, region_id
+                   started_at::date - (started_at::date - date '0001-01-01') %% 7 AS week, region_id
             FROM %1$s
             UNION ALL
             SELECT 'd'::"char", floor(ST_X(destination) / %2$s)::int,
                    floor(ST_Y(destination) / %2$s)::int,
-                   date_trunc('week', started_at)::date, region_id
+                   started_at::date - (started_at::date - date '0001-01-01') %% 7, region_id
             FROM %1$s
         ) s GROUP BY 1, 2, 3, 4, 5
     $q$, src, quote_literal(g) || '::float8');
