@@ -342,11 +342,15 @@ RETURNS TABLE (region_id integer, ocx integer, ocy integer, dcx integer, dcy int
                sum_dx double precision, sum_dy double precision)
 LANGUAGE plpgsql STABLE AS $fn$
 BEGIN
+    -- The bucket from date_part's double precision seconds, not extract's numeric (10M trips:
+    -- 3.5 -> 1.7 s). The same buckets: the seconds are microseconds / 1e6, exact to far below a
+    -- microsecond, and a bucket's bounds are whole seconds; checked at every bound, and a
+    -- microsecond either side, of every bucket of every bucket_minutes that divides a day.
     RETURN QUERY EXECUTE format($q$
         SELECT region_id,
                round(ST_X(so) / $1)::int, round(ST_Y(so) / $1)::int,
                round(ST_X(sd) / $1)::int, round(ST_Y(sd) / $1)::int,
-               floor(extract(epoch FROM started_at::time) / ($2 * 60))::int,
+               floor(date_part('epoch', started_at::time) / ($2 * 60))::int,
                count(*), sum(ST_X(origin)), sum(ST_Y(origin)),
                sum(ST_X(destination)), sum(ST_Y(destination))
         FROM (SELECT region_id, started_at, origin, destination,

@@ -111,6 +111,49 @@ def test_cluster_nodes_are_st_snaptogrid_halfway_values_to_even(
     assert sum(stored.values()) == 2 * len(lines)
 
 
+def test_cluster_buckets_at_their_bounds(db_url: str, settings: Settings, tmp_path: Path) -> None:
+    """A trip's bucket is floor(seconds since midnight / (bucket_minutes * 60)) (SPEC section 2)
+    at every bound of the day's hourly buckets: exactly on it, a microsecond before and after,
+    through both paths (a small job in trips_p0, a large one in its own partition). The
+    expected buckets are integer arithmetic on microseconds, no floating point."""
+    times = []
+    for h in range(24):
+        for us in (0, 1, 3_600_000_000 - 1, 1_800_000_000, 999_999):
+            t = h * 3_600_000_000 + us
+            times.append(t)
+    lines = []
+    for i, t in enumerate(times):
+        s, us = divmod(t, 1_000_000)
+        stamp = f"2018-01-0{1 + i % 7} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{us:06d}"
+        x = f"{10 + i * 0.05:.2f}"  # a cluster of its own per trip
+        lines.append(f"R,POINT ({x} 1),POINT ({x} 2),{stamp},x")
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_text(HEADER + "\n".join(lines) + "\n")
+    large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
+    assert ingest(db_url, settings, small)["state"] == "succeeded"
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, large)["state"] == "succeeded"
+    minutes = query(db_url, "SELECT bucket_minutes FROM trip_cluster_params")[0]["bucket_minutes"]
+    expected = Counter()
+    for region in ("R", "S"):
+        for i, t in enumerate(times):
+            x = float(f"{10 + i * 0.05:.2f}")
+            expected[(region, round(x / 0.01), t // (minutes * 60_000_000))] += 1
+    cell = query(db_url, "SELECT cell FROM trip_cluster_params")[0]["cell"]
+    assert cell == 0.01, "the expected nodes take the default cell"
+    stored = Counter(
+        {
+            (c["region"], c["ocx"], c["bucket"]): c["trips"]
+            for c in query(
+                db_url,
+                """SELECT r.name AS region, c.ocx, c.bucket, c.trips FROM trip_clusters c
+                   JOIN regions r ON r.id = c.region_id""",
+            )
+        }
+    )
+    assert stored == expected
+
+
 def test_rejections_recorded_with_line_numbers(
     db_url: str, settings: Settings, tmp_path: Path
 ) -> None:
