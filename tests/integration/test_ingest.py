@@ -59,6 +59,17 @@ def test_values_are_stored_exactly(db_url: str, settings: Settings, tmp_path: Pa
     assert row["srid"] == 4326 and row["ts"] == "2018-05-28 09:03:41.25"
 
 
+def _ingest_both_paths(db_url: str, settings: Settings, tmp_path: Path, lines: list[str]) -> None:
+    """The lines (region R) as a small job, moved into trips_p0, then again as region S in a
+    large job, its own partition."""
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_text(HEADER + "\n".join(lines) + "\n")
+    large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
+    assert ingest(db_url, settings, small)["state"] == "succeeded"
+    big = settings.model_copy(update={"small_job_rows": 0})
+    assert ingest(db_url, big, large)["state"] == "succeeded"
+
+
 def test_cluster_nodes_are_st_snaptogrid_halfway_values_to_even(
     db_url: str, settings: Settings, tmp_path: Path
 ) -> None:
@@ -74,12 +85,7 @@ def test_cluster_nodes_are_st_snaptogrid_halfway_values_to_even(
         f"R,POINT ({a} {b}),POINT ({b} {a}),2018-01-01 00:{i % 60:02d}:00,x"
         for i, (a, b) in enumerate(zip(values, values[::-1], strict=True))
     ]
-    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
-    small.write_text(HEADER + "\n".join(lines) + "\n")
-    large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
-    assert ingest(db_url, settings, small)["state"] == "succeeded"
-    big = settings.model_copy(update={"small_job_rows": 0})
-    assert ingest(db_url, big, large)["state"] == "succeeded"
+    _ingest_both_paths(db_url, settings, tmp_path, lines)
     snapped = query(
         db_url,
         """SELECT r.name AS region,
@@ -127,12 +133,7 @@ def test_cluster_buckets_at_their_bounds(db_url: str, settings: Settings, tmp_pa
         stamp = f"2018-01-0{1 + i % 7} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{us:06d}"
         x = f"{10 + i * 0.05:.2f}"  # a cluster of its own per trip
         lines.append(f"R,POINT ({x} 1),POINT ({x} 2),{stamp},x")
-    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
-    small.write_text(HEADER + "\n".join(lines) + "\n")
-    large.write_text(HEADER + "\n".join(line.replace("R,", "S,") for line in lines) + "\n")
-    assert ingest(db_url, settings, small)["state"] == "succeeded"
-    big = settings.model_copy(update={"small_job_rows": 0})
-    assert ingest(db_url, big, large)["state"] == "succeeded"
+    _ingest_both_paths(db_url, settings, tmp_path, lines)
     minutes = query(db_url, "SELECT bucket_minutes FROM trip_cluster_params")[0]["bucket_minutes"]
     expected = Counter()
     for region in ("R", "S"):
