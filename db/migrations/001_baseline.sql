@@ -333,6 +333,16 @@ BEGIN
 END
 $fn$;
 
+-- A trip's week (SPEC: Monday 00:00 to the next Monday): its day less the days since the Monday
+-- before. 0001-01-01 was a Monday, and for every day of years 1-9999 this is
+-- date_trunc('week', ts)::date (checked day by day), in integer arithmetic: a 10M-trip job's
+-- weeks 4.1-5.7 -> 3.6 s, its cells 9.2-12.2 -> 8.8-9.7 s; the raw reads of big boxes 3-8 %
+-- less. Inlined by the planner (one SQL expression, IMMUTABLE).
+CREATE FUNCTION trips_week(ts timestamp) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ts::date - (ts::date - date '0001-01-01') % 7
+$$;
+
 -- The cluster rows of a table with the columns of `trips`: the SQL definition of the clusters.
 -- A node index is rint(x / cell) (PostGIS rounds halfway values to even); recovered from the
 -- snapped coordinate k * cell by round(), which is exact for it.
@@ -460,10 +470,6 @@ BEGIN
     SELECT cell, block INTO g, b FROM trip_grid;
     SELECT cell, bucket_minutes INTO cc, bm FROM trip_cluster_params;
 
-    -- A trip's week is its day less the days since the Monday before: 0001-01-01 was a Monday,
-    -- and for every day of years 1-9999 this is date_trunc('week', started_at)::date (checked
-    -- day by day), in integer arithmetic (a 10M-trip job: the job's weeks 4.1-5.7 -> 3.6 s, its
-    -- cells 9.2-12.2 -> 8.8-9.7 s).
     -- The job's trips per region, week and datasource, with their extent: one scan of the job
     -- for weekly_trips and trip_extent (10M: 4.4 s, where each had its scan, 3.9 + 4.8 s).
     -- Hashed, and the 1,300 rows put in key order after: asked for the trips' key order on an
@@ -472,8 +478,7 @@ BEGIN
     -- analyzed yet: there the default estimate already chose the hash.)
     EXECUTE format($q$
         CREATE TEMP TABLE job_weeks ON COMMIT DROP AS
-        SELECT region_id, started_at::date - (started_at::date - date '0001-01-01') %% 7 AS week,
-               datasource_id,
+        SELECT region_id, trips_week(started_at) AS week, datasource_id,
                count(*) AS trips, min(started_at) AS first_at, max(started_at) AS last_at,
                min(least(ST_X(origin), ST_X(destination))) AS minx,
                min(least(ST_Y(origin), ST_Y(destination))) AS miny,
@@ -506,12 +511,12 @@ BEGIN
         SELECT side, cx, cy, week, region_id, count(*) AS trips FROM (
             SELECT 'o'::"char" AS side, floor(ST_X(origin) / %2$s)::int AS cx,
                    floor(ST_Y(origin) / %2$s)::int AS cy,
-                   started_at::date - (started_at::date - date '0001-01-01') %% 7 AS week, region_id
+                   trips_week(started_at) AS week, region_id
             FROM %1$s
             UNION ALL
             SELECT 'd'::"char", floor(ST_X(destination) / %2$s)::int,
                    floor(ST_Y(destination) / %2$s)::int,
-                   started_at::date - (started_at::date - date '0001-01-01') %% 7, region_id
+                   trips_week(started_at), region_id
             FROM %1$s
         ) s GROUP BY 1, 2, 3, 4, 5
     $q$, src, quote_literal(g) || '::float8');
@@ -643,10 +648,6 @@ $$;
 
 -- Trips per week of the window [w0, w0 + 7 * n) with one end ('o' origin, 'd' destination) in
 -- the area, for the regions `regs` (NULL: all), as rows per week to add up (up to two a week).
--- w0 is a Monday (trips_weekly's weeks), so a raw point's week is w0 + 7 * ((its day - w0) / 7):
--- date_trunc('week') for every day from w0 on, in integer arithmetic (the raw reads here, in
--- trips_weekly_both and in trips_weekly_pair; 10M, the six slowest boxes, best of 5
--- interleaved: 3-8 % less than date_trunc).
 -- The summary grid does the inside: every stored block, then cell, whose envelope (widened by
 -- 1e-9 degrees, so that a point floor() puts in a cell is inside it whatever the rounding) the
 -- area covers is read from weekly_cell_trips; the cells the area's edge cuts are read from the
@@ -738,7 +739,7 @@ BEGIN
             JOIN weekly_cell_trips w ON w.side = $15 AND w.cx = k.cx AND w.cy = k.cy
             WHERE w.week BETWEEN $1 AND $2 AND ($3::int[] IS NULL OR w.region_id = ANY($3))
             UNION ALL
-            SELECT $1 + 7 * ((t.started_at::date - $1) / 7), count(*)
+            SELECT trips_week(t.started_at), count(*)
             FROM trips t
             WHERE t.part = 0 AND t.%1$I && ANY($16::geometry[]) AND %2$s
             GROUP BY 1
@@ -756,7 +757,7 @@ BEGIN
         PERFORM set_config('max_parallel_workers_per_gather', '0', true);
     END IF;
     RETURN QUERY EXECUTE format($q$
-        SELECT $1 + 7 * ((t.started_at::date - $1) / 7), count(*)
+        SELECT trips_week(t.started_at), count(*)
         FROM trips t
         WHERE t.part <> 0 AND %s
         GROUP BY 1
@@ -812,7 +813,7 @@ BEGIN
     -- planned on every call (EXECUTE): a cached plan made parallel for a big area would start
     -- workers for the small ones after it
     RETURN QUERY EXECUTE format($q$
-        SELECT $2 + 7 * ((t.started_at::date - $2) / 7), count(*)
+        SELECT trips_week(t.started_at), count(*)
         FROM trips t
         WHERE %s
           AND t.started_at >= $2 AND t.started_at < $3 + 7
@@ -919,7 +920,7 @@ BEGIN
         area, CASE match WHEN 'both' THEN 'd' ELSE 'o' END::"char", w0, w1, regs);
     PERFORM trips_parallel_if_many(outside);
     RETURN QUERY EXECUTE format($q$
-        SELECT $1 + 7 * ((t.started_at::date - $1) / 7), $10 * count(*)
+        SELECT trips_week(t.started_at), $10 * count(*)
         FROM trips t
         WHERE t.origin && ANY($4::geometry[]) AND NOT (%s) AND %s
           AND t.started_at >= $1 AND t.started_at < $2 + 7
