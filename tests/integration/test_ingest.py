@@ -122,26 +122,25 @@ def test_cluster_buckets_at_their_bounds(db_url: str, settings: Settings, tmp_pa
     at every bound of the day's hourly buckets: exactly on it, a microsecond before and after,
     through both paths (a small job in trips_p0, a large one in its own partition). The
     expected buckets are integer arithmetic on microseconds, no floating point."""
-    times = []
-    for h in range(24):
-        for us in (0, 1, 3_600_000_000 - 1, 1_800_000_000, 999_999):
-            t = h * 3_600_000_000 + us
-            times.append(t)
+    times = [
+        h * 3_600_000_000 + us
+        for h in range(24)
+        for us in (0, 1, 3_600_000_000 - 1, 1_800_000_000, 999_999)
+    ]
+    xs = [f"{10 + i * 0.05:.2f}" for i in range(len(times))]  # a cluster of its own per trip
     lines = []
-    for i, t in enumerate(times):
+    for i, (t, x) in enumerate(zip(times, xs, strict=True)):
         s, us = divmod(t, 1_000_000)
         stamp = f"2018-01-0{1 + i % 7} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{us:06d}"
-        x = f"{10 + i * 0.05:.2f}"  # a cluster of its own per trip
         lines.append(f"R,POINT ({x} 1),POINT ({x} 2),{stamp},x")
     _ingest_both_paths(db_url, settings, tmp_path, lines)
-    minutes = query(db_url, "SELECT bucket_minutes FROM trip_cluster_params")[0]["bucket_minutes"]
-    expected = Counter()
-    for region in ("R", "S"):
-        for i, t in enumerate(times):
-            x = float(f"{10 + i * 0.05:.2f}")
-            expected[(region, round(x / 0.01), t // (minutes * 60_000_000))] += 1
-    cell = query(db_url, "SELECT cell FROM trip_cluster_params")[0]["cell"]
-    assert cell == 0.01, "the expected nodes take the default cell"
+    params = query(db_url, "SELECT cell, bucket_minutes FROM trip_cluster_params")[0]
+    assert params["cell"] == 0.01, "the expected nodes take the default cell"
+    expected = Counter(
+        (region, round(float(x) / 0.01), t // (params["bucket_minutes"] * 60_000_000))
+        for region in ("R", "S")
+        for t, x in zip(times, xs, strict=True)
+    )
     stored = Counter(
         {
             (c["region"], c["ocx"], c["bucket"]): c["trips"]
