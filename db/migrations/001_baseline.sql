@@ -986,8 +986,8 @@ BEGIN
     IF region IS NOT NULL THEN
         regs := ARRAY(SELECT r.id FROM regions r WHERE lower(r.name) = lower(region));
     END IF;
-    w0 := date_trunc('week', coalesce(date_from, (SELECT min(w.week) FROM weekly_trips w)))::date;
-    w1 := date_trunc('week', coalesce(date_to, (SELECT max(w.week) FROM weekly_trips w)))::date;
+    w0 := trips_week(coalesce(date_from, (SELECT min(w.week) FROM weekly_trips w)));
+    w1 := trips_week(coalesce(date_to, (SELECT max(w.week) FROM weekly_trips w)));
     IF w0 IS NULL OR w1 IS NULL THEN
         RETURN;  -- an empty store and an open window: no weeks
     END IF;
