@@ -608,20 +608,20 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The exact test of a raw point `t.<col>` against the area, as SQL text for the raw reads'
--- EXECUTE, whose parameters are $5-$8 the area's bounds and $9 the area: coordinates for a box,
--- else _ST_Covers. A box's four comparisons stop at the first that puts the point outside, and
--- are one comparison for the planner (`CASE … END >= 0`), which it estimates as one inequality
--- (a third): four ranges it took for 0.5 % each (a big box's `both` was estimated at 2 rows of
+-- EXECUTE, whose parameters are $5-$8 the area's bounds and $9 the area: for a box, the point as
+-- PostgreSQL's `point` (PostGIS's cast, the exact doubles) in the `box` of the bounds (`<@`
+-- compares exactly, edges included, as ST_Covers does on a rectangle), else _ST_Covers. The
+-- cast reads the point once where ST_X and ST_Y read it for each coordinate: 10M, 30 boxes, best
+-- of 3 interleaved with the four ST_X / ST_Y comparisons before, p95 `both` 204 -> 161 ms,
+-- `either` 275 -> 216, one end 31 -> 27 (docs/performance.md). One comparison for the planner
+-- (`CASE … END >= 0`), which it estimates as one inequality (a third): `<@` alone it takes for
+-- 0.1 %, and four ranges it took for 0.5 % each (a big box's `both` was estimated at 2 rows of
 -- 358,762, and its workers sent every row to the leader to be counted instead of counting them).
--- The form before, least(x - xmin, xmax - x, y - ymin, ymax - y) >= 0, had the same estimate and
--- answer but always called ST_X and ST_Y four times: 10M, 30 boxes, best of 3 interleaved, the
--- time of those over 20 ms 7 % less with the CASE, a box's `either` through the origins outside
--- (about 1M points, most outside the box) 383 -> 313 ms.
 CREATE FUNCTION trips_point_in_area_sql(col text, is_box boolean) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN is_box
-        THEN format('CASE WHEN ST_X(t.%1$I) < $5 OR ST_X(t.%1$I) > $6 OR ST_Y(t.%1$I) < $7
-                               OR ST_Y(t.%1$I) > $8 THEN -1 ELSE 0 END >= 0', col)
+        THEN format('CASE WHEN t.%1$I::point <@ box(point($5, $7), point($6, $8)) THEN 0 ELSE -1 END
+                     >= 0', col)
         ELSE format('_ST_Covers($9, t.%I)', col) END
 $$;
 
