@@ -35,7 +35,11 @@ _IDS = sql.SQL("""
 
 
 def _in_box(end: str) -> sql.Composed:
-    """Exact and inclusive on the end's coordinates; `&&` lets the end's GiST index find them."""
+    """Exact and inclusive on the end's coordinates; `&&` lets the end's GiST index find them.
+
+    The same test as the box's in trips_point_in_area_sql() (`point <@ box`), kept in this form
+    for the planner's estimate, on which this page's plan turns: swapped, one limit got faster
+    and the other far slower (docs/performance.md, "Experiments that did not ship")."""
     col = sql.Identifier("t", end)
     return sql.SQL(
         "({c} && ST_MakeEnvelope(%(minx)s, %(miny)s, %(maxx)s, %(maxy)s, 4326)"
